@@ -1,0 +1,3 @@
+"""sslvision: self-supervised vision pretraining with honest evaluation protocols."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,175 @@
+"""``sslvision <command>``: parses arguments and calls the library, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_RESULTS = "results/results.csv"
+REPORT_COLUMNS = ["evaluator", "encoder", "method", "backbone", "val_data"]
+
+
+def _add_result_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print the result record as JSON on the last line"
+    )
+    parser.add_argument(
+        "--results-csv",
+        default=DEFAULT_RESULTS,
+        help=f"append the result record to this CSV (default: {DEFAULT_RESULTS})",
+    )
+
+
+def _finish(record: dict, args: argparse.Namespace) -> None:
+    from sslvision.eval.results import append_result, format_json_record
+
+    append_result(record, args.results_csv)
+    if args.json:
+        print(format_json_record(record))
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from sslvision.config import load_config
+    from sslvision.engine.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, resume=args.resume)
+    last = result.metrics[-1] if result.metrics else {}
+    record = {
+        "command": "pretrain",
+        "config": args.config,
+        "method": cfg.method.name,
+        "backbone": cfg.model.backbone,
+        "run_dir": str(result.run_dir),
+        "checkpoint": str(result.checkpoint),
+        "step": result.step,
+        "loss": last.get("loss"),
+        "images_per_s": last.get("images_per_s"),
+    }
+    print(f"checkpoint: {result.checkpoint}")
+    _finish(record, args)
+
+
+def _knn(args: argparse.Namespace) -> None:
+    from sslvision.eval.encoders import load_encoder
+    from sslvision.eval.knn_eval import run_knn
+
+    encoder = load_encoder(
+        args.encoder,
+        backbone=args.backbone,
+        small_stem=args.small_stem,
+        image_size=args.image_size,
+    )
+    record = run_knn(
+        encoder,
+        args.train_data,
+        args.val_data,
+        ks=args.k,
+        temperature=args.temperature,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+    )
+    if args.label:
+        record["label"] = args.label
+    for k in args.k:
+        print(
+            f"kNN k={k}: top-1 {100 * record[f'knn_top1_k{k}']:.2f}%  "
+            f"top-5 {100 * record[f'knn_top5_k{k}']:.2f}%  ({args.encoder})"
+        )
+    _finish(record, args)
+
+
+def _report(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    path = Path(args.results_csv)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results table at {path}; run an evaluator first")
+    table = pd.read_csv(path)
+    if args.evaluator:
+        table = table[table["evaluator"] == args.evaluator]
+    metrics = [c for c in table.columns if c.startswith(("knn_top1", "linear_", "ap"))]
+    columns = [c for c in ["label", *REPORT_COLUMNS, *metrics] if c in table.columns]
+    shown = table[columns].copy()
+    for c in metrics:
+        shown[c] = (100 * shown[c]).round(2)
+    print(shown.to_string(index=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sslvision",
+        description="Self-supervised vision pretraining and evaluation.",
+        epilog="Run 'sslvision <command> --help' for the options of a command.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+
+    p = commands.add_parser(
+        "pretrain",
+        help="pretrain a backbone from a YAML recipe",
+        description="Pretrain a backbone. Example: sslvision pretrain configs/simclr/demo.yaml "
+        "train.epochs=5 optim.base_lr=0.6",
+    )
+    p.add_argument("config", help="YAML recipe, e.g. configs/simclr/imagenette.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted overrides such as train.batch_size=128")
+    p.add_argument(
+        "--resume",
+        default=None,
+        help="'auto' continues from the run's last checkpoint if there is one; or a checkpoint path",
+    )
+    _add_result_flags(p)
+    p.set_defaults(func=_pretrain)
+
+    p = commands.add_parser(
+        "knn",
+        help="weighted kNN evaluation (DINO / InstDisc protocol)",
+        description="kNN-evaluate an encoder: a checkpoint path, 'random', a torchvision weight "
+        "name (ResNet18_Weights.IMAGENET1K_V1) or timm:<model>.<tag>. Data: an ImageFolder split "
+        "directory, 'synthetic' (the embedded default) or cifar10:ROOT / cifar100:ROOT.",
+    )
+    p.add_argument("encoder", help="checkpoint path | random | weight name")
+    p.add_argument("--train-data", required=True, help="the memory bank's images")
+    p.add_argument("--val-data", required=True, help="the images to classify")
+    p.add_argument("--k", type=int, nargs="+", default=[20, 200], help="neighbour counts")
+    p.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(sim / T)")
+    p.add_argument("--backbone", default="resnet18", help="for random/weights encoders")
+    p.add_argument("--small-stem", action="store_true", help="for random/weights encoders")
+    p.add_argument(
+        "--image-size", type=int, default=None, help="load size (default: checkpoint's, else 32)"
+    )
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--label", default="", help="a name for this row in the results table")
+    _add_result_flags(p)
+    p.set_defaults(func=_knn)
+
+    p = commands.add_parser("report", help="print the results table")
+    p.add_argument("results_csv", nargs="?", default=DEFAULT_RESULTS)
+    p.add_argument("--evaluator", default="", help="only rows of this evaluator (e.g. knn)")
+    p.set_defaults(func=_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sslvision`` console script."""
+    args = build_parser().parse_args(argv)
+    from sslvision.config import ConfigError
+    from sslvision.data.decode import CorruptImageError
+    from sslvision.engine.checkpoint import CheckpointError
+    from sslvision.engine.trainer import NonFiniteLossError
+
+    try:
+        args.func(args)
+    except (ConfigError, CorruptImageError, CheckpointError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Typed run configuration: YAML recipes plus dotted ``key=value`` overrides, validated.
+
+Every section is a dataclass, so a recipe is checked before any work starts: an unknown key names
+itself and the closest valid keys, a wrong type names the key and the type it expects. The
+``method`` section's schema depends on ``method.name``: each method registers its own dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sslvision.augment.spec import ViewGroup
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the schema."""
+
+
+@dataclass
+class DataConfig:
+    """Where the training images come from and how they are decoded."""
+
+    dataset: str = "synthetic"  # synthetic | folder | cifar10 | cifar100
+    path: str = ""  # folder: the split directory; cifar: the root; synthetic: unused
+    split: str = "train"
+    image_size: int = 32  # every image is resized to this square load size so batches stack
+    classes: str = ""  # a bundled class list (e.g. imagenet100) or a file of wnids; "" keeps all
+    download: bool = False  # cifar only: fetch the archive when it is missing
+    skip_corrupt: bool = False  # skip and count unreadable images instead of stopping
+    num_images: int = 5000  # synthetic only
+    num_workers: int = 2
+
+
+@dataclass
+class AugmentConfig:
+    """The views a method sees; empty ``views`` means the method's recipe at ``size``."""
+
+    recipe: str = ""  # simclr | mocov2 | byol; "" takes the method's default recipe
+    size: int = 32
+    views: list[ViewGroup] = field(default_factory=list)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass
+class ModelConfig:
+    """The backbone: a torchvision name (``resnet18``) or a timm one (``timm:resnet18``)."""
+
+    backbone: str = "resnet18"
+    small_stem: bool = False  # 3x3 stride-1 first conv and no max-pool, for 32-64 px images
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's own config dataclass; ``name`` selects the method."""
+
+    name: str = "simclr"
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule; the learning rate is ``base_lr`` scaled by the global batch."""
+
+    name: str = "sgd"  # sgd | lars | adamw
+    base_lr: float = 0.3
+    lr_scaling: str = "linear"  # linear: base_lr * batch / 256 | sqrt | none
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    trust_coefficient: float = 0.001  # LARS eta
+    exclude_bias_and_norm: bool = True  # no weight decay and no LARS adaptation for them
+    warmup_epochs: float = 10.0
+    min_lr_ratio: float = 0.0  # cosine ends at base lr x this
+
+
+@dataclass
+class TrainConfig:
+    """The engine's settings."""
+
+    epochs: int = 100
+    max_steps: int = 0  # stop after this many optimiser steps (0: run all epochs)
+    batch_size: int = 256  # per process
+    grad_accum_steps: int = 1
+    precision: str = "no"  # no | bf16 | fp16
+    channels_last: bool = True
+    grad_clip: float = 0.0  # max gradient norm, 0 disables
+    log_every: int = 10
+    deterministic: bool = False  # deterministic kernels (bitwise resume on CPU)
+    progress_bar: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    """When checkpoints are written: ``last.pt`` always, plus a kept copy every N epochs."""
+
+    save_every_steps: int = 0  # also refresh last.pt every N steps (0: at epoch ends only)
+    keep_every_epochs: int = 10  # keep epoch_XXXX.pt every N epochs (0: never)
+
+
+@dataclass
+class Config:
+    """A whole pretraining run."""
+
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def _method_config_class(name: str) -> type[MethodConfig]:
+    from sslvision.methods.registry import method_config_class
+
+    return method_config_class(name)
+
+
+def _unknown_key_error(key: str, valid: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], valid, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return ConfigError(f"unknown config key '{key}'.{hint} Valid keys here: {', '.join(valid)}.")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it in that type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _convert(value, next(a for a in args if a is not type(None)), key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' expects a mapping, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' expects a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(
+                    f"config key '{key}' expects {len(args)} values, got {len(value)}: {value!r}"
+                )
+            return tuple(_convert(v, a, f"{key}.{i}") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [_convert(v, item, f"{key}.{i}") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"config key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys by name."""
+    if cls is MethodConfig or (isinstance(cls, type) and issubclass(cls, MethodConfig)):
+        cls = _method_config_class(str(data.get("name", MethodConfig.name)))
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown_key_error(prefix + str(key), names)
+        kwargs[key] = _convert(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict/list/scalar form (for YAML files and checkpoints)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(config)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node: Any = tree
+    for i, part in enumerate(parts[:-1]):
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override '{dotted}': '{where}' is not an index of the list")
+            node = node[int(part)]
+            continue
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, (dict, list)):
+            raise ConfigError(f"override '{dotted}': '{where}' is a value, not a section")
+        node = child
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"override '{dotted}': '{last}' is not an index of the list")
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """``["optim.base_lr=0.5", ...]`` -> ``[("optim.base_lr", 0.5), ...]``, values read as YAML."""
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        parsed.append((key.strip(), yaml.safe_load(raw) if raw.strip() else ""))
+    return parsed
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """Validate a nested mapping (plus overrides) into a :class:`Config`."""
+    tree = yaml.safe_load(yaml.safe_dump(data or {}))  # deep copy, plain types only
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(tree, key, value)
+    return _build(Config, tree)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML recipe (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        with path.open() as f:
+            loaded = yaml.safe_load(f)
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded or {}
+    return config_from_dict(data, overrides)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -1,0 +1,92 @@
+"""Decode one image file into a square uint8 RGB tensor on a CPU worker.
+
+Only integer work happens here (decode + antialiased uint8 resize); every float operation
+(crops, colour jitter, normalisation) runs later, batched, on the device.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import resize, to_dtype
+
+# torchvision's decoder handles JPEG, PNG, GIF and WebP. BMP and TIFF are valid image-folder
+# extensions it cannot read, so only those formats (recognised by their magic bytes) go
+# through Pillow.
+_PILLOW_ONLY_MAGIC = (b"BM", b"II*\x00", b"MM\x00*")
+# torchvision prefixes its errors with "<function>, <source file>:<line>, ".
+_TORCHVISION_ERROR_PREFIX = re.compile(r"^[^,]+, \S+:\d+, ")
+
+
+class CorruptImageError(ValueError):
+    """An image file that is missing, empty or cannot be decoded."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(Path(path).absolute())
+        self.reason = reason
+        super().__init__(f"cannot read image {self.path}: {reason}")
+
+
+def read_image_uint8(path: str | Path, size: int) -> torch.Tensor:
+    """Read ``path`` as RGB and resize the whole image to a contiguous uint8 (3, size, size).
+
+    Grayscale, RGBA, palette and 16-bit images all come out as 8-bit RGB. Raises
+    ``CorruptImageError`` (naming the file and the reason) for anything that is not a readable
+    image.
+    """
+    if size <= 0:
+        raise ValueError(f"image size must be a positive integer, got {size}")
+    path = Path(path)
+    if not path.is_file():
+        raise CorruptImageError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise CorruptImageError(path, "file is empty (0 bytes)")
+
+    image = _decode_rgb(path)
+    if image.dtype == torch.uint16:
+        image = to_dtype(image, torch.uint8, scale=True)
+    if tuple(image.shape[-2:]) != (size, size):
+        image = resize(image, [size, size], antialias=True)
+    return image.contiguous()
+
+
+def _decode_rgb(path: Path) -> torch.Tensor:
+    """Decode with torchvision, falling back to Pillow only for BMP and TIFF files."""
+    try:
+        with warnings.catch_warnings():
+            # torchvision 0.29 marks its image decoders deprecated in favour of torchcodec,
+            # which is not a dependency; the decoder itself works and is the one we want.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+            return decode_image(str(path), mode=ImageReadMode.RGB)
+    except RuntimeError as error:
+        if _has_pillow_only_magic(path):
+            return _decode_rgb_with_pillow(path)
+        raise CorruptImageError(path, _reason_from_torchvision(error)) from error
+
+
+def _reason_from_torchvision(error: RuntimeError) -> str:
+    message = _TORCHVISION_ERROR_PREFIX.sub("", str(error).splitlines()[0])
+    if message.startswith("Unsupported image file"):
+        return "not a JPEG, PNG, GIF, WebP, BMP or TIFF image"
+    return f"cannot decode ({message})"
+
+
+def _has_pillow_only_magic(path: Path) -> bool:
+    with path.open("rb") as file:
+        header = file.read(4)
+    return header.startswith(_PILLOW_ONLY_MAGIC)
+
+
+def _decode_rgb_with_pillow(path: Path) -> torch.Tensor:
+    try:
+        with Image.open(path) as opened:
+            rgb = opened.convert("RGB")
+    except (OSError, SyntaxError) as error:
+        raise CorruptImageError(path, f"cannot decode ({error})") from error
+    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    return pixels.view(rgb.height, rgb.width, 3).permute(2, 0, 1)

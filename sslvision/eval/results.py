@@ -1,0 +1,100 @@
+"""Result records: one flat mapping per evaluation, kept as CSV rows and printed as JSON lines.
+
+Every command appends its record to a results table that ``sslvision report`` reads with pandas,
+and can print the same record as one JSON line for scripts (``--json``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path, PurePath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+def append_result(record: Mapping[str, Any], csv_path: str | Path) -> None:
+    """Append ``record`` as one row of the CSV at ``csv_path``, creating the file and its folders.
+
+    Columns new to the table are added, with empty cells in earlier rows; columns the record lacks
+    stay empty in its row. Nested values (lists, dicts) are stored as JSON text. The table is
+    rewritten through a temporary file and ``os.replace``, so a crash never leaves half a table;
+    appends from several processes at the same moment are not serialised and one may be lost.
+    """
+    if not record:
+        raise ValueError("a result record needs at least one field")
+    row = {key: _csv_cell(value) for key, value in _json_safe_mapping(record).items()}
+    path = Path(csv_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame([row])
+    if path.exists() and path.stat().st_size > 0:
+        table = pd.concat([pd.read_csv(path), table], ignore_index=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        table.to_csv(temporary, index=False)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def format_json_record(record: Mapping[str, Any]) -> str:
+    """``record`` as one JSON line with sorted keys.
+
+    Paths become strings, tensors and numpy values become Python numbers or lists, datetimes
+    become ISO 8601 text, and NaN or infinite floats become ``null`` so strict JSON parsers accept
+    the line.
+
+    >>> format_json_record({"top1": torch.tensor(0.5), "checkpoint": Path("run/last.pt")})
+    '{"checkpoint": "run/last.pt", "top1": 0.5}'
+    """
+    return json.dumps(_json_safe_mapping(record), sort_keys=True, allow_nan=False)
+
+
+def flatten_knn(result: Mapping[int, Mapping[str, float]]) -> dict[str, float]:
+    """Flatten the output of :func:`sslvision.eval.knn.knn_classify` into record fields.
+
+    >>> flatten_knn({20: {"top1": 0.5, "top5": 0.75}})
+    {'knn_top1_k20': 0.5, 'knn_top5_k20': 0.75}
+    """
+    return {
+        f"knn_{metric}_k{k}": float(value)
+        for k, metrics in result.items()
+        for metric, value in metrics.items()
+    }
+
+
+def _json_safe_mapping(record: Mapping[Any, Any]) -> dict[str, Any]:
+    return {str(key): _json_safe(value, key) for key, value in record.items()}
+
+
+def _json_safe(value: Any, key: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, torch.Tensor | np.ndarray | np.generic):
+        return _json_safe(value.tolist(), key)
+    if isinstance(value, Mapping):
+        return _json_safe_mapping(value)
+    if isinstance(value, list | tuple):
+        return [_json_safe(item, key) for item in value]
+    raise TypeError(
+        f"field {key!r} has a value of type {type(value).__name__} that JSON cannot hold"
+    )
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True)
+    return value

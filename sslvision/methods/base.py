@@ -1,0 +1,81 @@
+"""What every method is: a backbone plus heads and a loss, driven by the one engine.
+
+A method never owns a training loop. The engine calls ``model(views)`` (so DDP sees a forward),
+takes ``["loss"]`` from the returned dict, steps the optimiser and then calls
+:meth:`Method.on_step_end` for post-step bookkeeping (momentum updates, queues, prototypes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from sslvision.augment.spec import ViewGroup
+from sslvision.augment.views import Views
+from sslvision.backbones import Backbone
+from sslvision.config import ConfigError, MethodConfig
+
+
+def apply_by_size(fn: Callable[[Tensor], Tensor], images: Sequence[Tensor]) -> list[Tensor]:
+    """``[fn(x) for x in images]``, but with runs of same-size views batched into one call.
+
+    One larger batch is faster than several small ones, and BatchNorm then sees the views together
+    as in the reference implementations.
+    """
+    outputs: list[Tensor] = []
+    for _, run in groupby(images, key=lambda x: x.shape[1:]):
+        run = list(run)
+        outputs += fn(torch.cat(run)).chunk(len(run)) if len(run) > 1 else [fn(run[0])]
+    return outputs
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands after an optimiser step."""
+
+    step: int  # optimiser steps done, this one included
+    total_steps: int
+    epoch: int
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / max(1, self.total_steps))
+
+
+class Method(nn.Module):
+    """Base class: subclasses set the class attributes and implement :meth:`training_step`."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]]
+    default_recipe: ClassVar[str] = "simclr"
+    min_global_views: ClassVar[int] = 2
+
+    def __init__(self, cfg: MethodConfig, backbone: Backbone) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+
+    @classmethod
+    def check_views(cls, groups: Sequence[ViewGroup]) -> None:
+        """Refuse view recipes the method cannot train on, before any work starts."""
+        n_global = sum(g.count for g in groups if g.is_global)
+        if n_global < cls.min_global_views:
+            raise ConfigError(
+                f"method '{cls.name}' needs at least {cls.min_global_views} global views, "
+                f"the augment config gives {n_global}"
+            )
+
+    def forward(self, views: Views) -> dict[str, Tensor]:
+        return self.training_step(views)
+
+    def training_step(self, views: Views) -> dict[str, Tensor]:
+        """Return ``{"loss": scalar, ...other scalars to log}`` for one batch of views."""
+        raise NotImplementedError
+
+    def on_step_end(self, progress: Progress) -> None:
+        """Bookkeeping after the optimiser step; nothing by default."""
