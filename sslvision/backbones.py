@@ -45,7 +45,9 @@ def _small_stem(model: nn.Module, name: str) -> None:
     """CIFAR-style stem: a 3x3 stride-1 first conv and no max-pool (keeps 32 px maps useful)."""
     conv = getattr(model, "conv1", None)
     if not isinstance(conv, nn.Conv2d) or not hasattr(model, "maxpool"):
-        raise ValueError(f"model.small_stem is only supported for ResNet-style models, not '{name}'")
+        raise ValueError(
+            f"model.small_stem is only supported for ResNet-style models, not '{name}'"
+        )
     model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=False)
     model.maxpool = nn.Identity()
 

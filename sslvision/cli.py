@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         default=None,
-        help="'auto' continues from the run's last checkpoint if there is one; or a checkpoint path",
+        help="'auto': continue from the run's last checkpoint if any; or a checkpoint path",
     )
     _add_result_flags(p)
     p.set_defaults(func=_pretrain)

@@ -164,7 +164,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 raise ConfigError(
                     f"config key '{key}' expects {len(args)} values, got {len(value)}: {value!r}"
                 )
-            return tuple(_convert(v, a, f"{key}.{i}") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(
+                _convert(v, a, f"{key}.{i}")
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
         item = args[0] if args else Any
         items = [_convert(v, item, f"{key}.{i}") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
@@ -192,6 +195,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         if key not in names:
             raise _unknown_key_error(prefix + str(key), names)
         kwargs[key] = _convert(value, hints[key], prefix + key)
+    for name in names:  # absent sections too: the method section needs its method's own schema
+        if name not in kwargs and dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], {}, f"{prefix}{name}.")
     return cls(**kwargs)
 
 
@@ -253,7 +259,7 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML recipe (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    """Read a YAML recipe (the defaults when ``path`` is None) and apply ``key=value`` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)

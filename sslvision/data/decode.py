@@ -26,7 +26,11 @@ _TORCHVISION_ERROR_PREFIX = re.compile(r"^[^,]+, \S+:\d+, ")
 class CorruptImageError(ValueError):
     """An image file that is missing, empty or cannot be decoded."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    def __init__(self, path: str | Path, reason: str | None = None) -> None:
+        if reason is None:  # re-raised by a DataLoader worker with the formatted message only
+            self.path, self.reason = "", ""
+            super().__init__(str(path))
+            return
         self.path = str(Path(path).absolute())
         self.reason = reason
         super().__init__(f"cannot read image {self.path}: {reason}")

@@ -227,7 +227,7 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
                 images_seen += images.shape[0] * world
                 loss = loss.detach()
                 loss_sum += loss
-                bad_step = torch.where(torch.isfinite(loss) | (bad_step >= 0), bad_step, step)
+                bad_step = torch.where(torch.isfinite(loss) | (bad_step >= 0), bad_step, step + 1)
                 if not accelerator.sync_gradients:
                     continue
                 lr = scheduler.get_last_lr()[0]
@@ -249,13 +249,19 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
                     metrics.append(row)
                     if logger:
                         logger.log(row)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.3g}", img_s=f"{row['images_per_s']:.0f}")
+                    bar.set_postfix(
+                        loss=f"{row['loss']:.4f}",
+                        lr=f"{lr:.3g}",
+                        img_s=f"{row['images_per_s']:.0f}",
+                    )
                     loss_sum.zero_()
                     micro_logged, images_seen, clock = 0, 0, time.perf_counter()
                 every = cfg.checkpoint.save_every_steps
                 if end_of_epoch or finished or (every and step % every == 0):
                     check_finite()
-                    next_epoch, next_batch = (epoch + 1, 0) if end_of_epoch else (epoch, batch_in_epoch)
+                    next_epoch, next_batch = (
+                        (epoch + 1, 0) if end_of_epoch else (epoch, batch_in_epoch)
+                    )
                     state = checkpoint_state(next_epoch, next_batch)
                     if main:
                         save_checkpoint(state, last_path)

@@ -30,7 +30,11 @@ class Encoder:
 
 
 def load_encoder(
-    spec: str, *, backbone: str = "resnet18", small_stem: bool = False, image_size: int | None = None
+    spec: str,
+    *,
+    backbone: str = "resnet18",
+    small_stem: bool = False,
+    image_size: int | None = None,
 ) -> Encoder:
     """Build the encoder ``spec`` names.
 

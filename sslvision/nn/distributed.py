@@ -32,9 +32,12 @@ def gather_with_grad(x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def gather_no_grad(x: Tensor) -> Tensor:
-    """Concatenate ``x`` from every process in rank order, without autograd (for keys, labels)."""
+    """Concatenate ``x`` from every process in rank order, without autograd (for keys, labels).
+
+    Detached in one process too, so a caller that stores the result (a queue) holds no graph.
+    """
     if not is_distributed():
-        return x
+        return x.detach()
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)

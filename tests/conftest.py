@@ -1,0 +1,82 @@
+"""Shared test fixtures: a real multi-process torch.distributed run on CPU (gloo)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+DISTRIBUTED_TIMEOUT = timedelta(seconds=60)
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago: the OS picks it when binding to port 0."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _join_process_group(
+    rank: int, world_size: int, port: int, worker: Callable[..., None], args: tuple
+) -> None:
+    """Entry point of each spawned process: join the gloo group, run ``worker``, leave cleanly."""
+    torch.set_num_threads(1)
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=DISTRIBUTED_TIMEOUT)
+    try:
+        worker(rank, world_size, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+@contextmanager
+def _importable_in_children(function: Callable[..., None]) -> Iterator[None]:
+    """Put the folder ``function``'s module imports from on ``sys.path`` while children start.
+
+    Spawned children unpickle ``function`` by importing its module by name with the parent's
+    ``sys.path``; under ``--import-mode=importlib`` the repository root is only on it when pytest
+    runs as ``python -m pytest`` from there, so add it for the launch and take it off afterwards.
+    """
+    module_file = Path(inspect.getfile(function)).resolve()
+    import_root = str(module_file.parents[function.__module__.count(".")])
+    added = import_root not in sys.path
+    if added:
+        sys.path.insert(0, import_root)
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(import_root)
+
+
+def run_distributed(worker: Callable[..., None], *args: object, world_size: int = 2) -> None:
+    """Run ``worker(rank, world_size, *args)`` in ``world_size`` fresh processes joined by gloo.
+
+    ``worker`` must be a module-level function (it is pickled by name into the children); it
+    reports back by writing files, typically into a ``tmp_path`` passed in ``args``. A failure in
+    any process is raised here with that process's traceback.
+    """
+    with _importable_in_children(worker):
+        mp.spawn(
+            _join_process_group,
+            args=(world_size, free_port(), worker, args),
+            nprocs=world_size,
+            join=True,
+        )
+
+
+@pytest.fixture
+def distributed_run() -> Callable[..., None]:
+    """:func:`run_distributed`, handed to tests as a fixture (conftest is not importable)."""
+    return run_distributed

@@ -1,0 +1,143 @@
+"""The engine end to end on tiny generated data: training, resume after SIGKILL, NaN stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from sslvision.config import config_from_dict
+from sslvision.engine.checkpoint import load_checkpoint
+from sslvision.engine.trainer import NonFiniteLossError, train
+from sslvision.methods.simclr import SimCLR
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_recipe(output_dir: Path, **train_overrides: object) -> dict:
+    """A run of a few seconds: 96 synthetic 16 px images, batches of 16, 6 steps an epoch."""
+    return {
+        "name": "tiny",
+        "output_dir": str(output_dir),
+        "data": {"dataset": "synthetic", "image_size": 16, "num_images": 96, "num_workers": 0},
+        "augment": {"recipe": "simclr", "size": 16},
+        "method": {"name": "simclr", "proj_hidden_dim": 32, "proj_output_dim": 16},
+        "optim": {"warmup_epochs": 0.5},
+        "train": {
+            "epochs": 2,
+            "batch_size": 16,
+            "log_every": 2,
+            "progress_bar": False,
+            "deterministic": True,
+            **train_overrides,
+        },
+        "checkpoint": {"save_every_steps": 1, "keep_every_epochs": 1},
+    }
+
+
+def test_train_writes_run_directory(tmp_path: Path) -> None:
+    result = train(config_from_dict(tiny_recipe(tmp_path)))
+    run = tmp_path / "tiny"
+    assert result.step == 12
+    assert (run / "config.yaml").is_file()
+    assert yaml.safe_load((run / "config.yaml").read_text())["augment"]["views"][0]["count"] == 2
+    header, *rows = (run / "metrics.csv").read_text().splitlines()
+    assert header == "step,epoch,loss,lr,images_per_s"
+    assert len(rows) == 6
+    assert list((run / "tensorboard").iterdir())
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {
+        "last.pt",
+        "epoch_0001.pt",
+        "epoch_0002.pt",
+    }
+    ckpt = load_checkpoint(result.checkpoint)
+    assert (ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]) == (12, 2, 0)
+    assert {"model", "optimizer", "scheduler", "rng", "config", "metrics", "version"} <= set(ckpt)
+
+
+def _run_cli(recipe: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sslvision.cli", "pretrain", str(recipe), *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _checkpoint_step(path: Path) -> tuple[int, int]:
+    try:
+        ckpt = load_checkpoint(path)
+    except Exception:
+        return -1, -1
+    return ckpt["step"], ckpt["batch_in_epoch"]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bitwise_equal(tmp_path: Path) -> None:
+    recipes = {}
+    for name in ("straight", "killed"):
+        recipe = tiny_recipe(tmp_path / name, epochs=3)
+        recipes[name] = tmp_path / f"{name}.yaml"
+        recipes[name].write_text(yaml.safe_dump(recipe))
+    straight = _run_cli(recipes["straight"])
+
+    killed = _run_cli(recipes["killed"], "--resume", "auto")
+    last = tmp_path / "killed" / "tiny" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill once a checkpoint from inside epoch 2 exists
+        step, batch = _checkpoint_step(last)
+        if step >= 9 and batch > 0:
+            break
+        assert killed.poll() is None, killed.stderr.read()
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    step_at_kill, _ = _checkpoint_step(last)
+    assert 0 < step_at_kill < 18, "the run must be killed in the middle"
+
+    resumed = _run_cli(recipes["killed"], "--resume", "auto")
+    assert resumed.wait(timeout=180) == 0, resumed.stderr.read()
+    assert straight.wait(timeout=180) == 0, straight.stderr.read()
+
+    a = load_checkpoint(tmp_path / "straight" / "tiny" / "checkpoints" / "last.pt")
+    b = load_checkpoint(last)
+    assert a["step"] == b["step"] == 18
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for sa, sb in zip(
+        a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
+    ):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert [r["step"] for r in a["metrics"]] == [r["step"] for r in b["metrics"]]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+    original = SimCLR.training_step
+
+    def poisoned(self, views):
+        calls["n"] += 1
+        out = original(self, views)
+        if calls["n"] >= 5:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(SimCLR, "training_step", poisoned)
+    recipe = tiny_recipe(tmp_path, log_every=100)
+    recipe["checkpoint"] = {"save_every_steps": 2, "keep_every_epochs": 0}
+    with pytest.raises(NonFiniteLossError, match="at step 5"):
+        train(config_from_dict(recipe))
+    ckpt = load_checkpoint(tmp_path / "tiny" / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
