@@ -1,0 +1,84 @@
+"""The ``sslvision`` command as a user runs it: pretrain, knn, report, and its error messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from sslvision.cli import main
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "cli",
+                "output_dir": str(tmp_path / "runs"),
+                "data": {"dataset": "synthetic", "image_size": 16, "num_images": 64},
+                "augment": {"size": 16},
+                "method": {"name": "simclr", "proj_hidden_dim": 32, "proj_output_dim": 16},
+                "train": {"epochs": 1, "batch_size": 16, "progress_bar": False},
+            }
+        )
+    )
+    return path
+
+
+def test_pretrain_then_knn_then_report(recipe: Path, tmp_path: Path, capsys) -> None:
+    results = tmp_path / "results.csv"
+    common = ["--results-csv", str(results), "--json"]
+    assert main(["pretrain", str(recipe), "data.num_workers=0", *common]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["step"] == 4 and Path(record["checkpoint"]).is_file()
+
+    knn = ["--train-data", "synthetic:64", "--val-data", "synthetic:32", "--k", "5", "20"]
+    assert main(["knn", record["checkpoint"], *knn, "--num-workers", "0", *common]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("kNN k=5: top-1")
+    knn_record = json.loads(out[-1])
+    assert 0.0 <= knn_record["knn_top1_k20"] <= 1.0
+    assert knn_record["num_train"] == 64 and knn_record["image_size"] == 16
+
+    table = pd.read_csv(results)
+    assert list(table["command"].fillna("")) == ["pretrain", ""]
+    assert main(["report", str(results), "--evaluator", "knn"]) == 0
+    assert "knn_top1_k20" in capsys.readouterr().out
+
+
+def test_unknown_config_key_names_it_and_the_closest_valid_key(recipe: Path, capsys) -> None:
+    assert main(["pretrain", str(recipe), "optim.base_rl=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.base_rl" in err and "base_lr" in err
+
+
+def test_wrong_type_names_key_and_expected_type(recipe: Path, capsys) -> None:
+    assert main(["pretrain", str(recipe), "train.epochs=many"]) == 2
+    err = capsys.readouterr().err
+    assert "train.epochs" in err and "int" in err
+
+
+def test_corrupt_image_names_the_file(tmp_path: Path, recipe: Path, capsys) -> None:
+    bad = tmp_path / "images" / "cat" / "broken.jpg"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    overrides = [
+        "data.dataset=folder",
+        f"data.path={tmp_path / 'images'}",
+        "data.num_workers=0",
+        "train.batch_size=1",
+    ]
+    assert main(["pretrain", str(recipe), *overrides]) == 2
+    assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_help_lists_commands(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert all(c in capsys.readouterr().out for c in ("pretrain", "knn", "report"))
