@@ -1,7 +1,8 @@
 """Datasets named by one string on the command line (used by the evaluators).
 
-``synthetic`` is the embedded default (``synthetic:N`` for N images); ``cifar10:ROOT`` / ``cifar100:ROOT`` read torchvision's
-CIFAR python layout under ROOT; anything else is an ImageFolder directory of one split.
+``synthetic`` is the embedded default (``synthetic:N`` for N images); ``cifar10:ROOT`` and
+``cifar100:ROOT`` read torchvision's CIFAR python layout under ROOT; anything else is an
+ImageFolder directory of one split.
 """
 
 from __future__ import annotations
