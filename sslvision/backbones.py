@@ -72,7 +72,7 @@ def _timm_model(name: str, pretrained: bool) -> tuple[nn.Module, int]:
     import timm
 
     model = timm.create_model(name, pretrained=pretrained, num_classes=0)
-    return model, model.num_features
+    return model, getattr(model, "head_hidden_size", None) or model.num_features
 
 
 def build_backbone(name: str, *, small_stem: bool = False, weights: str | None = None) -> Backbone:
