@@ -48,10 +48,11 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, global_batch: int) -> to
     """The configured optimiser at the scaled peak learning rate."""
     lr = scaled_lr(cfg, global_batch)
     groups = param_groups(model, cfg)
+    # fused kernels: one pass over all parameters instead of a loop (several times faster)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, fused=True)
     if cfg.name == "lars":
         return Lars(groups, lr=lr, momentum=cfg.momentum, trust_coeff=cfg.trust_coefficient)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas)
+        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, fused=True)
     raise ConfigError(f"unknown optim.name '{cfg.name}'. Valid choices: {', '.join(OPTIMIZERS)}.")
