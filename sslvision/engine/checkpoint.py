@@ -78,6 +78,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; checkpoints are shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -134,14 +134,15 @@ SAVE_FOREVER = textwrap.dedent(
 )
 
 
-def wait_for_partial_temp_file(folder: Path, child: subprocess.Popen, timeout: float) -> Path:
+def wait_for_partial_temp_file(folder: Path, child: subprocess.Popen, timeout: float) -> None:
+    """Return once the child is part-way through writing a temp file (so a kill tears it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert child.poll() is None, f"the saving child exited early with code {child.returncode}"
         for temp in folder.glob(".last.pt.*.tmp"):
             try:
                 if temp.stat().st_size > 1_000_000:
-                    return temp
+                    return
             except FileNotFoundError:  # renamed into place between glob and stat
                 continue
         time.sleep(0.005)
