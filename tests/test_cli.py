@@ -81,4 +81,5 @@ def test_help_lists_commands(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
-    assert all(c in capsys.readouterr().out for c in ("pretrain", "knn", "report"))
+    out = capsys.readouterr().out
+    assert all(command in out for command in ("pretrain", "knn", "report"))
