@@ -18,8 +18,8 @@ def dataset_from_spec(spec: str, split: str, image_size: int, *, seed: int = 0) 
     if kind == "synthetic":
         if sep and not root.isdigit():
             raise ValueError(f"'{spec}': write 'synthetic' or 'synthetic:N' with N images")
-        count = int(root) if sep else 5000
-        return build_dataset("synthetic", "", split, image_size, num_images=count, seed=seed)
+        size = {"num_images": int(root)} if sep else {}  # else the dataset's own default
+        return build_dataset("synthetic", "", split, image_size, seed=seed, **size)
     if sep and kind in ("cifar10", "cifar100"):
         return build_dataset(kind, root, split, image_size)
     return build_dataset("folder", spec, split, image_size)
