@@ -61,6 +61,7 @@ def _knn(args: argparse.Namespace) -> None:
         backbone=args.backbone,
         small_stem=args.small_stem,
         image_size=args.image_size,
+        seed=args.seed,
     )
     record = run_knn(
         encoder,
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--image-size", type=int, default=None, help="load size (default: checkpoint's, else 32)"
     )
+    p.add_argument("--seed", type=int, default=0, help="seed of the 'random' encoder's init")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--label", default="", help="a name for this row in the results table")

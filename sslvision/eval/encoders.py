@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import torchvision
 
 from sslvision.backbones import Backbone, build_backbone
@@ -35,15 +36,19 @@ def load_encoder(
     backbone: str = "resnet18",
     small_stem: bool = False,
     image_size: int | None = None,
+    seed: int = 0,
 ) -> Encoder:
     """Build the encoder ``spec`` names.
 
     For a checkpoint, the backbone, stem, image size and normalisation come from its config;
-    ``backbone``, ``small_stem`` and ``image_size`` apply to the other kinds.
+    ``backbone``, ``small_stem`` and ``image_size`` apply to the other kinds. ``seed`` fixes the
+    random init, so a table's random-init row is the same network every time.
     """
     default_size = image_size or DataConfig.image_size
     if spec == "random":
-        model = build_backbone(backbone, small_stem=small_stem)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_backbone(backbone, small_stem=small_stem)
         return Encoder(model, spec, default_size, IMAGENET_MEAN, IMAGENET_STD, "random")
     if Path(spec).suffix == ".pt" or Path(spec).is_file():
         state = load_checkpoint(spec)
