@@ -123,6 +123,13 @@ def test_int_is_accepted_for_float() -> None:
     assert isinstance(cfg.optim.warmup_epochs, float)
 
 
+def test_exponent_without_a_dot_is_a_float(tmp_path: Path) -> None:
+    recipe = tmp_path / "exponent.yaml"
+    recipe.write_text("optim:\n  weight_decay: 1e-6\n")  # YAML 1.1 reads this as a string
+    cfg = load_config(recipe, ["optim.base_lr=5e-1"])
+    assert (cfg.optim.weight_decay, cfg.optim.base_lr) == (1e-6, 0.5)
+
+
 def test_bool_is_not_accepted_for_int_or_float() -> None:
     with pytest.raises(ConfigError, match=r"'train\.epochs' expects int, got bool True"):
         load_config(None, ["train.epochs=true"])
