@@ -19,7 +19,7 @@ from sslvision.nn.distributed import gather_no_grad, is_distributed, rank, world
 
 
 @torch.no_grad()
-def shuffled_forward(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+def shuffled_forward(fn: Callable[[Tensor], Tensor], x: Tensor, splits: int = 1) -> Tensor:
     """``fn(x)`` computed on a batch shuffled across processes, returned in ``x``'s order.
 
     Every process must call it with the same batch size (a collective). Rank 0 draws a random
@@ -28,16 +28,21 @@ def shuffled_forward(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     so each process gets the rows of its own samples back. Runs under ``torch.no_grad``: it is for
     keys, which receive no gradient (BatchNorm in train mode still updates its running stats).
 
-    With one process it is ``fn(x)``: one process has one BN batch, and shuffling within it
-    changes no statistic, so the effect needs several processes (or SyncBN, which MoCo v3 uses
-    instead).
+    With one process there is one BN batch, and shuffling within it changes no statistic. There,
+    ``splits > 1`` emulates several processes as the MoCo authors' one-GPU demo does: the batch is
+    shuffled, ``fn`` runs on each of ``splits`` chunks (its own BN statistics each) and the order
+    is restored. With ``splits=1`` it is ``fn(x)``.
 
     >>> double = lambda t: 2 * t
     >>> shuffled_forward(double, torch.arange(3.0)).tolist()
     [0.0, 2.0, 4.0]
     """
     if not is_distributed():
-        return fn(x)
+        if splits <= 1:
+            return fn(x)
+        permutation = torch.randperm(x.shape[0], device=x.device)
+        out = torch.cat([fn(chunk) for chunk in x[permutation].chunk(splits)])
+        return out[torch.argsort(permutation)]
     n = x.shape[0]
     sizes = gather_no_grad(torch.tensor([n], device=x.device))
     if not bool((sizes == n).all()):

@@ -129,3 +129,24 @@ def test_two_gloo_processes_shuffle_across_ranks_and_restore_the_order(distribut
             inputs[rank_index], None, None, result["bn_weight"], result["bn_bias"], training=True
         )
         assert not torch.allclose(result["bn_out"], own, atol=1e-3)
+
+
+def test_one_process_splits_emulate_several_bn_batches_and_keep_the_order() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(12, 5)
+    received: list[torch.Tensor] = []
+
+    def normalise(chunk: torch.Tensor) -> torch.Tensor:
+        return (chunk - chunk.mean(0)) / chunk.std(0, unbiased=False)
+
+    def batch_norm(chunk: torch.Tensor) -> torch.Tensor:
+        received.append(chunk)
+        return normalise(chunk)
+
+    out = shuffled_forward(batch_norm, x, splits=3)
+    assert len(received) == 3 and all(len(chunk) == 4 for chunk in received)
+    for chunk in received:
+        for row, expected in zip(chunk, normalise(chunk), strict=True):
+            (index,) = torch.nonzero((x == row).all(dim=1)).flatten().tolist()
+            torch.testing.assert_close(out[index], expected)
+    assert not torch.allclose(out, normalise(x))  # statistics of sub-batches, not of the whole
