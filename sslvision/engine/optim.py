@@ -48,9 +48,11 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, global_batch: int) -> to
     """The configured optimiser at the scaled peak learning rate."""
     lr = scaled_lr(cfg, global_batch)
     groups = param_groups(model, cfg)
-    # fused kernels: one pass over all parameters instead of a loop (several times faster)
+    # Multi-tensor steps: one pass over all parameters instead of a Python loop. SGD takes the
+    # foreach path, not the fused one: fused SGD fails when a parameter starts getting gradients
+    # after the others (SwAV's prototypes, frozen for the first steps).
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, fused=True)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, foreach=True)
     if cfg.name == "lars":
         return Lars(groups, lr=lr, momentum=cfg.momentum, trust_coeff=cfg.trust_coefficient)
     if cfg.name == "adamw":

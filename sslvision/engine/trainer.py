@@ -211,13 +211,15 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
             if restore_rng is not None:
                 set_rng_state(restore_rng)
                 restore_rng = None
-            for images, _ in batches:
+            for images, labels in batches:
                 images = images.to(device, non_blocking=True)
                 with accelerator.accumulate(model):
                     views = pipeline(images)
+                    views.labels = labels.to(device, non_blocking=True)
                     views.images = [v.contiguous(memory_format=memory_format) for v in views.images]
                     loss = model(views)["loss"]
                     accelerator.backward(loss)
+                    method.on_after_backward()
                     if tc.grad_clip > 0 and accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
                     optimizer.step()

@@ -1,7 +1,8 @@
 """What every method is: a backbone plus heads and a loss, driven by the one engine.
 
 A method never owns a training loop. The engine calls ``model(views)`` (so DDP sees a forward),
-takes ``["loss"]`` from the returned dict, steps the optimiser and then calls
+takes ``["loss"]`` from the returned dict, backpropagates, calls :meth:`Method.on_after_backward`
+(gradient surgery such as frozen prototypes), steps the optimiser and then calls
 :meth:`Method.on_step_end` for post-step bookkeeping (momentum updates, queues, prototypes).
 """
 
@@ -76,6 +77,9 @@ class Method(nn.Module):
     def training_step(self, views: Views) -> dict[str, Tensor]:
         """Return ``{"loss": scalar, ...other scalars to log}`` for one batch of views."""
         raise NotImplementedError
+
+    def on_after_backward(self) -> None:
+        """Adjust gradients before the optimiser step (after each micro-batch); none by default."""
 
     def on_step_end(self, progress: Progress) -> None:
         """Bookkeeping after the optimiser step; nothing by default."""

@@ -1,0 +1,64 @@
+"""What the momentum methods share: an EMA teacher of the backbone and projector.
+
+MoCo v2/v3, BYOL and the dense methods built on them keep a copy of the online encoder that
+follows it by an exponential moving average instead of by gradients. The copy is updated after
+every optimiser step from the unwrapped module (``on_step_end``), never receives gradients, and is
+part of the method's state, so it is saved in checkpoints and restored on resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sslvision.backbones import Backbone
+from sslvision.config import ConfigError, MethodConfig
+from sslvision.methods.base import Method, Progress, apply_by_size
+from sslvision.nn.momentum import MOMENTUM_SCHEDULES, ema_update_, momentum_at, momentum_copy
+
+
+@dataclass
+class MomentumConfig(MethodConfig):
+    """The teacher's momentum: ``momentum`` at the start, ``final_momentum`` at the end."""
+
+    momentum: float = 0.99
+    final_momentum: float = 1.0
+    momentum_schedule: str = "cosine"  # constant | cosine
+
+
+class MomentumMethod(Method):
+    """A method whose teacher is an EMA of ``backbone`` followed by ``projector``."""
+
+    def __init__(self, cfg: MomentumConfig, backbone: Backbone, projector: nn.Module) -> None:
+        super().__init__(cfg, backbone)
+        if cfg.momentum_schedule not in MOMENTUM_SCHEDULES:
+            raise ConfigError(
+                f"unknown method.momentum_schedule '{cfg.momentum_schedule}'. "
+                f"Valid choices: {', '.join(MOMENTUM_SCHEDULES)}."
+            )
+        for key in ("momentum", "final_momentum"):
+            if not 0.0 <= getattr(cfg, key) <= 1.0:
+                raise ConfigError(f"method.{key} must be in [0, 1], got {getattr(cfg, key)}")
+        self.projector = projector
+        self.momentum_encoder = momentum_copy(self.online_encoder())
+
+    def online_encoder(self) -> nn.Sequential:
+        """The online backbone and projector as the one module the teacher mirrors."""
+        return nn.Sequential(self.backbone, self.projector)
+
+    @torch.no_grad()
+    def teacher(self, images: Sequence[Tensor]) -> list[Tensor]:
+        """The teacher's projections of each view (same-size views in one forward)."""
+        return apply_by_size(self.momentum_encoder, images)
+
+    def momentum(self, progress: Progress) -> float:
+        cfg = self.cfg
+        return momentum_at(
+            progress.fraction, cfg.momentum, cfg.final_momentum, cfg.momentum_schedule
+        )
+
+    def on_step_end(self, progress: Progress) -> None:
+        ema_update_(self.momentum_encoder, self.online_encoder(), self.momentum(progress))
