@@ -31,13 +31,15 @@ def shuffled_forward(fn: Callable[[Tensor], Tensor], x: Tensor, splits: int = 1)
     With one process there is one BN batch, and shuffling within it changes no statistic. There,
     ``splits > 1`` emulates several processes as the MoCo authors' one-GPU demo does: the batch is
     shuffled, ``fn`` runs on each of ``splits`` chunks (its own BN statistics each) and the order
-    is restored. With ``splits=1`` it is ``fn(x)``.
+    is restored (at most half the batch size of splits, so each holds two samples or more). With
+    ``splits=1`` it is ``fn(x)``.
 
     >>> double = lambda t: 2 * t
     >>> shuffled_forward(double, torch.arange(3.0)).tolist()
     [0.0, 2.0, 4.0]
     """
     if not is_distributed():
+        splits = min(splits, x.shape[0] // 2)  # BatchNorm needs two samples per batch
         if splits <= 1:
             return fn(x)
         permutation = torch.randperm(x.shape[0], device=x.device)
