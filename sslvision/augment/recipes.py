@@ -52,8 +52,19 @@ def mocov2_views(size: int) -> list[ViewGroup]:
     ]
 
 
+def swav_views(size: int) -> list[ViewGroup]:
+    """SwAV's multi-crop (Caron et al. 2020, sec. 3.2 and appendix): 2 global crops of ``size``
+    (scale 0.14-1) and 6 local crops at 96/224 of it (scale 0.05-0.14), SimCLR's colour recipe."""
+    local_size = max(8, round(size * 96 / 224))
+    return [
+        ViewGroup(count=2, size=size, scale=(0.14, 1.0)),
+        ViewGroup(count=6, size=local_size, scale=(0.05, 0.14), is_global=False),
+    ]
+
+
 RECIPES: dict[str, Callable[[int], list[ViewGroup]]] = {
     "simclr": simclr_views,
     "byol": byol_views,
     "mocov2": mocov2_views,
+    "swav": swav_views,
 }
