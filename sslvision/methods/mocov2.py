@@ -55,7 +55,7 @@ class MoCoV2(MomentumMethod):
     config_class = MoCoV2Config
     default_recipe = "mocov2"
 
-    def __init__(self, cfg: MoCoV2Config, backbone: Backbone) -> None:
+    def __init__(self, cfg: MoCoV2Config, backbone: Backbone, **heads: nn.Module) -> None:
         if cfg.key_bn not in KEY_BN_CHOICES:
             raise ConfigError(
                 f"unknown method.key_bn '{cfg.key_bn}'. Valid choices: {', '.join(KEY_BN_CHOICES)}."
@@ -66,7 +66,7 @@ class MoCoV2(MomentumMethod):
         projector = MLPHead(
             backbone.feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, hidden_bn=False
         )
-        super().__init__(cfg, backbone, projector)
+        super().__init__(cfg, backbone, projector, **heads)  # heads: a subclass's (DenseCL's)
         if cfg.key_bn == "sync" and is_distributed():
             self.momentum_encoder = nn.SyncBatchNorm.convert_sync_batchnorm(self.momentum_encoder)
         self.queue = FeatureQueue(cfg.queue_length, cfg.proj_output_dim)

@@ -30,9 +30,16 @@ class MomentumConfig(MethodConfig):
 
 
 class MomentumMethod(Method):
-    """A method whose teacher is an EMA of ``backbone`` followed by ``projector``."""
+    """A method whose teacher is an EMA of ``backbone`` followed by ``projector``.
 
-    def __init__(self, cfg: MomentumConfig, backbone: Backbone, projector: nn.Module) -> None:
+    ``heads`` are further online modules, registered under their keyword names before the teacher
+    is copied, so that a subclass whose :meth:`online_encoder` mirrors them too (the dense
+    methods' teachers need the feature map and a dense head) finds them there.
+    """
+
+    def __init__(
+        self, cfg: MomentumConfig, backbone: Backbone, projector: nn.Module, **heads: nn.Module
+    ) -> None:
         super().__init__(cfg, backbone)
         if cfg.momentum_schedule not in MOMENTUM_SCHEDULES:
             raise ConfigError(
@@ -43,15 +50,24 @@ class MomentumMethod(Method):
             if not 0.0 <= getattr(cfg, key) <= 1.0:
                 raise ConfigError(f"method.{key} must be in [0, 1], got {getattr(cfg, key)}")
         self.projector = projector
+        for name, head in heads.items():
+            self.add_module(name, head)
         self.momentum_encoder = momentum_copy(self.online_encoder())
 
-    def online_encoder(self) -> nn.Sequential:
-        """The online backbone and projector as the one module the teacher mirrors."""
+    def online_encoder(self) -> nn.Module:
+        """The online modules the teacher mirrors, as one module: here backbone then projector.
+
+        A subclass may return another grouping (DenseCL and PixPro: an ``nn.ModuleDict`` of the
+        backbone and their heads); the EMA pairs teacher and online tensors by name.
+        """
         return nn.Sequential(self.backbone, self.projector)
 
     @torch.no_grad()
     def teacher(self, images: Sequence[Tensor]) -> list[Tensor]:
-        """The teacher's projections of each view (same-size views in one forward)."""
+        """The teacher's projections of each view (same-size views in one forward).
+
+        Only for the default teacher, ``nn.Sequential(backbone, projector)``.
+        """
         return apply_by_size(self.momentum_encoder, images)
 
     def momentum(self, progress: Progress) -> float:

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from sslvision.config import Config
     from sslvision.methods.base import Method
 
-_METHOD_MODULES = ("simclr", "mocov2", "mocov3", "byol", "swav")
+_METHOD_MODULES = ("simclr", "mocov2", "mocov3", "byol", "swav", "densecl", "pixpro")
 _METHODS: dict[str, type[Method]] = {}
 
 

@@ -30,6 +30,16 @@ MOCOV2 = {
     "queue_length": 40,
     "symmetric": True,
 }
+# DenseCL keeps two queues (global and dense keys); both must come back wrapped as they were.
+DENSECL = {**MOCOV2, "name": "densecl"}
+# PixPro's teacher mirrors the pixel head (with BN buffers) and the instance projector.
+PIXPRO = {
+    "name": "pixpro",
+    "proj_hidden_dim": 32,
+    "proj_output_dim": 16,
+    "instance_weight": 1.0,
+    "pred_hidden_dim": 32,
+}
 
 
 def tiny_recipe(output_dir: Path, method: dict = SIMCLR, **train_overrides: object) -> dict:
@@ -93,7 +103,7 @@ def _checkpoint_step(path: Path) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", [SIMCLR, MOCOV2], ids=lambda m: m["name"])
+@pytest.mark.parametrize("method", [SIMCLR, MOCOV2, DENSECL, PIXPRO], ids=lambda m: m["name"])
 def test_resume_after_sigkill_is_bitwise_equal(tmp_path: Path, method: dict) -> None:
     recipes = {}
     for name in ("straight", "killed"):
