@@ -34,19 +34,28 @@ BUDGET = [
     "optim.warmup_epochs=0.2",
     "checkpoint.keep_every_epochs=0",
 ]
-# Measured at this budget (k=20 top-1, random init 0.366): the momentum methods learn more slowly
-# than SimCLR at first and have not crossed the random init yet (open work, issue 3).
-MOMENTUM_GAP = {
-    "mocov2": "0.33 after 150 steps (0.29 with momentum 0.9)",
+# Method-specific budget settings: SwAV's prototypes stay frozen for 20 of the 150 steps (the
+# recipe's "first epoch" would be half of this run).
+EXTRA = {"swav": ["method.freeze_prototypes_steps=20"]}
+# Measured at this budget (k=20 top-1, random init 0.366): the methods below have not crossed the
+# random init yet. Their targets come from a slow momentum copy of the random init (or from
+# clusters of it), which this budget does not move far enough (open work, issues 3-5). The
+# dense methods see a 2x2 feature map at 64 px.
+KNOWN_GAP = {
+    "mocov2": "0.33 after 150 steps (0.29 with momentum 0.9, 0.33 without blur)",
     "mocov3": "0.34 after 150 steps (0.35 with momentum 0.9)",
     "byol": "0.31 after 150 steps (0.31 with momentum 0.9, lr x3)",
+    "swav": "0.30 after 150 steps: the loss stays at ln(K), codes carry no signal yet",
+    "densecl": "0.36 after 150 steps",
+    "pixpro": "0.31 after 150 steps: a 2x2 map at 64 px, its pixel loss saturates at once",
 }
 METHODS = [
-    "simclr",
-    *(
-        pytest.param(name, marks=pytest.mark.xfail(reason=f"known gap: {gap}, random init 0.366"))
-        for name, gap in MOMENTUM_GAP.items()
-    ),
+    pytest.param(
+        name, marks=pytest.mark.xfail(reason=f"known gap: {KNOWN_GAP[name]}, random 0.366")
+    )
+    if name in KNOWN_GAP
+    else name
+    for name in ("simclr", "mocov2", "mocov3", "byol", "swav", "densecl", "pixpro")
 ]
 
 
@@ -60,7 +69,8 @@ def test_pretraining_beats_the_random_init(
     method: str, random_init_top1: float, tmp_path: Path
 ) -> None:
     recipe = REPO / "configs" / method / "imagenette.yaml"
-    result = train(load_config(recipe, [*BUDGET, f"output_dir={tmp_path}"]))
+    overrides = [*BUDGET, *EXTRA.get(method, []), f"output_dir={tmp_path}"]
+    result = train(load_config(recipe, overrides))
     pretrained = run_knn(load_encoder(str(result.checkpoint)), **DATA, ks=(20,))["knn_top1_k20"]
     print(
         f"Imagenette-64 kNN top-1 (k=20): {method} {pretrained:.4f}, random {random_init_top1:.4f}"
