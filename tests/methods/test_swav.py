@@ -117,11 +117,6 @@ def test_queue_and_progress_survive_a_checkpoint(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="known gap (issue 4): on 16 px shapes with batch 64 and no queue the loss settles at "
-    "ln(K) after about 30 steps (uniform predictions); not yet diagnosed",
-    strict=False,
-)
 def test_no_collapse_on_the_embedded_data(tmp_path: Path) -> None:
     """A short real run: the loss falls below ln(K) and the predicted assignments stay spread."""
     prototypes = 30
@@ -130,9 +125,21 @@ def test_no_collapse_on_the_embedded_data(tmp_path: Path) -> None:
         "output_dir": str(tmp_path),
         "data": {"dataset": "synthetic", "image_size": 16, "num_images": 512, "num_workers": 0},
         "augment": {
+            # Two global crops with the demo's colour jitter (0.4, hue 0.1). SimCLR's 0.8 jitter and
+            # 8 px local crops leave too little shared between the views of a 16 px image for a
+            # 40-step run: the predictions then fall back to uniform, the collapse described in
+            # the authors' README ("loss stuck at ln(nmb_prototypes)").
             "views": [
-                {"count": 2, "size": 16, "scale": [0.3, 1.0], "blur_p": 0.0},
-                {"count": 2, "size": 8, "scale": [0.1, 0.3], "blur_p": 0.0, "is_global": False},
+                {
+                    "count": 2,
+                    "size": 16,
+                    "scale": [0.3, 1.0],
+                    "brightness": 0.4,
+                    "contrast": 0.4,
+                    "saturation": 0.4,
+                    "hue": 0.1,
+                    "blur_p": 0.0,
+                }
             ]
         },
         "method": {
@@ -143,6 +150,7 @@ def test_no_collapse_on_the_embedded_data(tmp_path: Path) -> None:
             "freeze_prototypes_steps": 8,
             "queue_length": 128,
             "queue_start_epoch": 1,
+            "epsilon": 0.03,  # sharper codes: the authors' first remedy for the ln(K) plateau
         },
         "optim": {"base_lr": 0.6, "warmup_epochs": 0.5},
         "train": {"epochs": 5, "batch_size": 64, "log_every": 4, "progress_bar": False},
@@ -150,7 +158,8 @@ def test_no_collapse_on_the_embedded_data(tmp_path: Path) -> None:
     }
     cfg = config_from_dict(recipe)
     result = train(cfg)
-    assert result.metrics[-1]["loss"] < math.log(prototypes)
+    # Collapse sits at exactly ln(K) (uniform codes, uniform predictions); measured: 3.06 vs 3.40.
+    assert result.metrics[-1]["loss"] < math.log(prototypes) - 0.1
 
     model = build_method(cfg)
     model.load_state_dict(load_checkpoint(result.checkpoint)["model"])
@@ -160,6 +169,14 @@ def test_no_collapse_on_the_embedded_data(tmp_path: Path) -> None:
     images = SyntheticShapesDataset(256, 16, seed=1, split="val").images.float() / 255
     with torch.no_grad():
         z = F.normalize(model.projector(model.backbone((images - 0.45) / 0.25)), dim=1)
-        assignment = F.softmax(model.prototypes(z) / 0.1, dim=1).mean(0)
-    entropy = float(-(assignment * assignment.clamp_min(1e-12).log()).sum())
-    assert entropy > 0.5 * math.log(prototypes)
+        probs = F.softmax(model.prototypes(z) / 0.1, dim=1)
+
+    def entropy(p: torch.Tensor) -> torch.Tensor:
+        return -(p * p.clamp_min(1e-12).log()).sum(-1)
+
+    marginal = float(entropy(probs.mean(0)))
+    per_sample = float(entropy(probs).mean())
+    # Spread over the prototypes (no collapse onto a few) ...
+    assert marginal > 0.5 * math.log(prototypes)
+    # ... and not uniform for every image (the ln(K) collapse): measured 3.37 vs 3.11.
+    assert per_sample < marginal - 0.1
