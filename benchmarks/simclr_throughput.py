@@ -1,16 +1,18 @@
 """SimCLR pretraining throughput: sslvision's engine against a conventional torchvision loop.
 
-Both variants run in one process, one after the other, on the same machine and data, with the
+All variants run in one process, one after the other, on the same machine and data, with the
 same ResNet-18, projection head, NT-Xent loss, view size, batch size, worker count and number of
 timed steps. Throughput is end to end: data loading, augmentation, forward, backward and the
 optimiser step are all inside the timed window.
 
 - ``sslvision``: ``sslvision.engine.trainer.train`` itself (uint8 decode in the workers, batched
-  kornia views on the device, both views in one channels_last forward). Its throughput is read
-  from the metrics rows the engine logs, leaving out the first window as warm-up, so the number
-  is the one users see in ``metrics.csv``.
+  kornia views on the device, both views in one channels_last forward, ``--precision`` autocast,
+  bf16 by default). Its throughput is read from the metrics rows the engine logs, leaving out the
+  first window as warm-up, so the number is the one users see in ``metrics.csv``.
 - ``reference``: ``torchvision.datasets.ImageFolder`` with per-image torchvision transforms on
-  PIL images in the workers, contiguous tensors, one forward per view.
+  PIL images in the workers, contiguous tensors, one forward per view, float32.
+- ``reference+bf16`` (or ``+fp16``): the same loop under ``torch.autocast``, so that the table
+  tells the precision's share of the gain from the pipeline's.
 
 Run from the repository root::
 
@@ -37,6 +39,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "imagenette_64" / "train"
 if importlib.util.find_spec("sslvision") is None:  # a checkout without `pip install -e .`
@@ -75,6 +78,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
     )
+    parser.add_argument(
+        "--precision",
+        choices=("no", "bf16", "fp16"),
+        default="bf16",
+        help="sslvision's autocast (train.precision); the reference runs in float32 and again "
+        "under this autocast, so the table separates the precision's gain from the pipeline's",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON record last")
     args = parser.parse_args(argv)
     for name in ("steps", "warmup_steps", "batch_size", "image_size", "threads"):
@@ -108,6 +118,7 @@ def benchmark_config(args: argparse.Namespace, output_dir: str) -> Config:
                 "batch_size": args.batch_size,
                 "log_every": args.warmup_steps,  # the first logged window is the warm-up
                 "channels_last": True,
+                "precision": args.precision,
                 "progress_bar": False,
             },
             "checkpoint": {"keep_every_epochs": 0},
@@ -160,8 +171,11 @@ def reference_transform(group: ViewGroup, mean: Sequence[float], std: Sequence[f
     )
 
 
-def measure_reference(cfg: Config, warmup_steps: int, steps: int) -> Measurement:
-    """A typical hand-written SimCLR loop over the same model, loss and optimiser settings."""
+def measure_reference(
+    cfg: Config, warmup_steps: int, steps: int, precision: str = "no"
+) -> Measurement:
+    """A typical hand-written SimCLR loop over the same model, loss and optimiser settings,
+    under ``torch.autocast`` when ``precision`` is bf16 or fp16."""
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     (group,) = simclr_views(cfg.augment.size)
@@ -194,6 +208,7 @@ def measure_reference(cfg: Config, warmup_steps: int, steps: int) -> Measurement
         weight_decay=cfg.optim.weight_decay,
     )
 
+    autocast = precision != "no"
     model.train()
     batches = iter(loader)
     start = 0.0
@@ -205,14 +220,16 @@ def measure_reference(cfg: Config, warmup_steps: int, steps: int) -> Measurement
         (view_a, view_b), _ = next(batches)
         view_a = view_a.to(device, non_blocking=True)
         view_b = view_b.to(device, non_blocking=True)
-        loss = criterion(model(view_a), model(view_b))
+        with torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(precision), enabled=autocast):
+            loss = criterion(model(view_a), model(view_b))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return Measurement("reference", steps * cfg.train.batch_size, seconds)
+    variant = "reference" if precision == "no" else f"reference+{precision}"
+    return Measurement(variant, steps * cfg.train.batch_size, seconds)
 
 
 def report(measurements: list[Measurement], args: argparse.Namespace) -> dict[str, Any]:
@@ -223,12 +240,16 @@ def report(measurements: list[Measurement], args: argparse.Namespace) -> dict[st
         f"{args.steps} timed steps after {args.warmup_steps} warm-up, {device}, "
         f"{torch.get_num_threads()} torch threads"
     )
-    print(f"{'variant':<10} {'images/s':>10} {'seconds':>9}")
+    print(f"{'variant':<16} {'images/s':>10} {'seconds':>9}")
     for m in measurements:
-        print(f"{m.variant:<10} {m.images_per_s:>10.1f} {m.seconds:>9.2f}")
+        print(f"{m.variant:<16} {m.images_per_s:>10.1f} {m.seconds:>9.2f}")
     by_name = {m.variant: m for m in measurements}
     ratio = by_name["sslvision"].images_per_s / by_name["reference"].images_per_s
     print(f"ratio sslvision / reference: {ratio:.2f}x")
+    same_precision = by_name.get(f"reference+{args.precision}")
+    if same_precision is not None:
+        pipeline_ratio = by_name["sslvision"].images_per_s / same_precision.images_per_s
+        print(f"ratio sslvision / {same_precision.variant} (same precision): {pipeline_ratio:.2f}x")
     record: dict[str, Any] = {
         "benchmark": "simclr_throughput",
         "device": device,
@@ -240,11 +261,14 @@ def report(measurements: list[Measurement], args: argparse.Namespace) -> dict[st
         "workers": args.workers,
         "steps": args.steps,
         "warmup_steps": args.warmup_steps,
+        "precision": args.precision,
     }
     for m in measurements:
         record[f"{m.variant}_images_per_s"] = round(m.images_per_s, 2)
         record[f"{m.variant}_seconds"] = round(m.seconds, 3)
     record["ratio"] = round(ratio, 3)
+    if same_precision is not None:
+        record["ratio_same_precision"] = round(pipeline_ratio, 3)
     return record
 
 
@@ -272,6 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         measurements = [measure_sslvision(cfg)]
         gc.collect()  # let the engine's loader workers exit before the reference starts its own
         measurements.append(measure_reference(cfg, args.warmup_steps, args.steps))
+        if args.precision != "no":
+            gc.collect()
+            measurements.append(
+                measure_reference(cfg, args.warmup_steps, args.steps, args.precision)
+            )
     record = report(measurements, args)
     if args.json:
         print(json.dumps(record))

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -92,6 +93,10 @@ def _loader(cfg: Config, sampler: ResumableSampler, dataset: Any, pin: bool) -> 
 def train(cfg: Config, resume: str | None = None) -> TrainResult:
     """Pretrain ``cfg.method`` and return where the run and its last checkpoint are."""
     tc = cfg.train
+    # accelerate keeps one precision per process; forget the previous run's so that runs with
+    # different train.precision can follow each other (notebooks, benchmarks). The process group
+    # (PartialState) is kept.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum_steps
     )

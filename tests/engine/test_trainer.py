@@ -83,6 +83,12 @@ def test_train_writes_run_directory(tmp_path: Path) -> None:
     assert {"model", "optimizer", "scheduler", "rng", "config", "metrics", "version"} <= set(ckpt)
 
 
+def test_runs_with_different_precisions_follow_each_other(tmp_path: Path) -> None:
+    for precision in ("no", "bf16"):
+        recipe = tiny_recipe(tmp_path / precision, precision=precision, deterministic=False)
+        assert train(config_from_dict(recipe)).step == 12
+
+
 def _run_cli(recipe: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.Popen(

@@ -1,0 +1,64 @@
+"""The throughput benchmark runs end to end on a tiny folder and reports every variant."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import write_png
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "simclr_throughput.py"
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("simclr_throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def tiny_folder(root: Path) -> Path:
+    generator = torch.Generator().manual_seed(0)
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(4):
+            image = torch.randint(0, 256, (3, 24, 24), dtype=torch.uint8, generator=generator)
+            write_png(image, str(root / label / f"{i}.png"))
+    return root
+
+
+def test_reports_both_ratios_as_json(benchmark, tmp_path: Path, capsys) -> None:
+    data = tiny_folder(tmp_path / "train")
+    argv = ["--data", str(data), "--steps", "1", "--warmup-steps", "1", "--batch-size", "4"]
+    argv += ["--image-size", "16", "--workers", "0", "--json"]
+    assert benchmark.main(argv) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["precision"] == "bf16"
+    for variant in ("sslvision", "reference", "reference+bf16"):
+        assert record[f"{variant}_images_per_s"] > 0
+    assert record["ratio"] == pytest.approx(
+        record["sslvision_images_per_s"] / record["reference_images_per_s"], rel=1e-2
+    )
+    assert "ratio_same_precision" in record
+
+
+def test_float32_runs_only_the_two_loops(benchmark, tmp_path: Path, capsys) -> None:
+    data = tiny_folder(tmp_path / "train")
+    argv = ["--data", str(data), "--steps", "1", "--warmup-steps", "1", "--batch-size", "4"]
+    argv += ["--image-size", "16", "--workers", "0", "--precision", "no", "--json"]
+    assert benchmark.main(argv) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "reference+bf16_images_per_s" not in record
+    assert "ratio_same_precision" not in record
+
+
+def test_missing_data_skips_with_a_message(benchmark, tmp_path: Path, capsys) -> None:
+    assert benchmark.main(["--data", str(tmp_path / "absent")]) == 0
+    assert "not found" in capsys.readouterr().out
