@@ -208,7 +208,7 @@ def measure_reference(
         weight_decay=cfg.optim.weight_decay,
     )
 
-    autocast = precision != "no"
+    dtype = AUTOCAST_DTYPES.get(precision)  # None: float32
     model.train()
     batches = iter(loader)
     start = 0.0
@@ -220,7 +220,7 @@ def measure_reference(
         (view_a, view_b), _ = next(batches)
         view_a = view_a.to(device, non_blocking=True)
         view_b = view_b.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(precision), enabled=autocast):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = criterion(model(view_a), model(view_b))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

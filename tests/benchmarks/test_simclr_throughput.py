@@ -34,12 +34,17 @@ def tiny_folder(root: Path) -> Path:
     return root
 
 
-def test_reports_both_ratios_as_json(benchmark, tmp_path: Path, capsys) -> None:
-    data = tiny_folder(tmp_path / "train")
+def run_tiny(benchmark, root: Path, capsys, *extra: str) -> dict:
+    """The benchmark's JSON record for one step after one warm-up step on a tiny folder."""
+    data = tiny_folder(root / "train")
     argv = ["--data", str(data), "--steps", "1", "--warmup-steps", "1", "--batch-size", "4"]
-    argv += ["--image-size", "16", "--workers", "0", "--json"]
+    argv += ["--image-size", "16", "--workers", "0", "--json", *extra]
     assert benchmark.main(argv) == 0
-    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_reports_both_ratios_as_json(benchmark, tmp_path: Path, capsys) -> None:
+    record = run_tiny(benchmark, tmp_path, capsys)
     assert record["precision"] == "bf16"
     for variant in ("sslvision", "reference", "reference+bf16"):
         assert record[f"{variant}_images_per_s"] > 0
@@ -50,11 +55,7 @@ def test_reports_both_ratios_as_json(benchmark, tmp_path: Path, capsys) -> None:
 
 
 def test_float32_runs_only_the_two_loops(benchmark, tmp_path: Path, capsys) -> None:
-    data = tiny_folder(tmp_path / "train")
-    argv = ["--data", str(data), "--steps", "1", "--warmup-steps", "1", "--batch-size", "4"]
-    argv += ["--image-size", "16", "--workers", "0", "--precision", "no", "--json"]
-    assert benchmark.main(argv) == 0
-    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    record = run_tiny(benchmark, tmp_path, capsys, "--precision", "no")
     assert "reference+bf16_images_per_s" not in record
     assert "ratio_same_precision" not in record
 
