@@ -90,9 +90,12 @@ def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """Move ``target`` towards ``online``: parameters by EMA, buffers by plain copy.
 
     Every parameter becomes ``momentum * target + (1 - momentum) * online``. Buffers (BatchNorm
-    running statistics, ``num_batches_tracked``) are copied, as MoCo v3 and BYOL's reference code
-    do, so the target evaluates with the statistics of the features it now resembles. ``online``
-    must be the unwrapped module (not a DistributedDataParallel wrapper), with the same structure.
+    running statistics, ``num_batches_tracked``) are copied; the MoCo authors' code averages the
+    parameters only and lets the key encoder's own forward passes keep its statistics. Targets run
+    in train mode, on batch statistics, so training is the same either way; only the target used
+    in eval mode early in training, while its weights lag far behind, sees statistics that do not
+    fit them. ``online`` must be the unwrapped module (not a DistributedDataParallel wrapper), with
+    the same structure.
 
     >>> online, target = nn.Linear(2, 1), nn.Linear(2, 1)
     >>> ema_update_(target, online, momentum=0.0)
