@@ -109,6 +109,19 @@ class CheckpointConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """kNN accuracy probed during pretraining on a fixed labelled subset (off by default)."""
+
+    knn_every: int = 0  # probe every N optimiser steps and at the end (0: off)
+    train_data: str = ""  # the bank, as `sslvision knn --train-data` takes it
+    val_data: str = ""  # the images to classify, as `sslvision knn --val-data` takes it
+    max_train: int = 5000  # a seeded subset of each split, decoded once and kept in memory; 0: all
+    max_val: int = 2000
+    k: int = 20
+    temperature: float = 0.07
+
+
+@dataclass
 class Config:
     """A whole pretraining run."""
 
@@ -122,6 +135,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     @property
     def run_dir(self) -> Path:

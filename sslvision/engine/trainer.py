@@ -32,7 +32,8 @@ from sslvision.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sslvision.engine.metrics import MetricsLogger
+from sslvision.engine.knn_monitor import KNNMonitor, check_monitor_config
+from sslvision.engine.metrics import METRIC_COLUMNS, MetricsLogger
 from sslvision.engine.optim import build_optimizer
 from sslvision.engine.schedule import build_scheduler
 from sslvision.methods.base import Progress
@@ -108,6 +109,8 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
     device = accelerator.device
     run_dir, ckpt_dir = cfg.run_dir, cfg.run_dir / "checkpoints"
     start_from = resume_path(resume, run_dir)
+    check_monitor_config(cfg.monitor)
+    knn_every = cfg.monitor.knn_every
 
     groups = resolve_views(cfg)
     method_class(cfg.method.name).check_views(groups)
@@ -140,6 +143,17 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     method = method.to(memory_format=memory_format)
     pipeline = ViewPipeline(groups, cfg.augment.mean, cfg.augment.std).to(device)
+    monitor = None
+    if main and knn_every:
+        monitor = KNNMonitor(
+            cfg.monitor,
+            image_size=cfg.data.image_size,
+            mean=cfg.augment.mean,
+            std=cfg.augment.std,
+            device=device,
+            seed=cfg.seed,
+            num_workers=cfg.data.num_workers,
+        )
     global_batch = tc.batch_size * world * tc.grad_accum_steps
     optimizer = build_optimizer(method, cfg.optim, global_batch)
     scheduler = build_scheduler(
@@ -168,7 +182,8 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        logger = MetricsLogger(run_dir, metrics, step)
+        columns = (*METRIC_COLUMNS, "knn_top1") if knn_every else METRIC_COLUMNS
+        logger = MetricsLogger(run_dir, metrics, step, columns)
         if start_from is not None:
             print(f"resuming from {start_from} at step {step} (epoch {epoch})")
 
@@ -244,7 +259,8 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
                 bar.update(1)
                 end_of_epoch = batch_in_epoch >= micro_per_epoch
                 finished = step >= total_steps
-                if step % tc.log_every == 0 or end_of_epoch or finished:
+                probe = bool(knn_every) and (step % knn_every == 0 or finished)
+                if step % tc.log_every == 0 or end_of_epoch or finished or probe:
                     check_finite()
                     row = {
                         "step": step,
@@ -253,6 +269,8 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
                         "lr": lr,
                         "images_per_s": images_seen / (time.perf_counter() - clock),
                     }
+                    if probe and monitor:  # after the rate is taken, before its clock restarts
+                        row["knn_top1"] = monitor(method.backbone)
                     metrics.append(row)
                     if logger:
                         logger.log(row)
@@ -260,6 +278,7 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
                         loss=f"{row['loss']:.4f}",
                         lr=f"{lr:.3g}",
                         img_s=f"{row['images_per_s']:.0f}",
+                        **({"knn": f"{row['knn_top1']:.3f}"} if "knn_top1" in row else {}),
                     )
                     loss_sum.zero_()
                     micro_logged, images_seen, clock = 0, 0, time.perf_counter()

@@ -20,6 +20,7 @@ def extract_features(
     device: torch.device | str,
     mean: Sequence[float],
     std: Sequence[float],
+    progress: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run ``backbone`` over every batch of ``loader`` and return (features, labels) on the CPU.
 
@@ -27,7 +28,8 @@ def extract_features(
     ``(num_samples, dim)`` in loader order, labels as int64. The backbone runs in eval mode under
     ``torch.inference_mode``; afterwards every submodule gets back the train/eval mode it had, so
     a backbone with frozen BatchNorm layers inside a training model stays as it was. The returned
-    tensors are ordinary tensors, usable as inputs of a trained linear probe.
+    tensors are ordinary tensors, usable as inputs of a trained linear probe. ``progress`` shows a
+    bar (None: only on a terminal).
     """
     if len(mean) != len(std):
         raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
@@ -43,7 +45,12 @@ def extract_features(
     label_batches: list[Tensor] = []
     try:
         with torch.inference_mode():
-            for images, labels in tqdm(loader, desc="features", unit="batch", disable=None):
+            for images, labels in tqdm(
+                loader,
+                desc="features",
+                unit="batch",
+                disable=None if progress is None else not progress,
+            ):
                 _check_batch(images, labels, num_channels=len(mean))
                 pixels = images.to(device, non_blocking=True).float().div_(255)
                 features = backbone(pixels.sub_(channel_mean).div_(channel_std))

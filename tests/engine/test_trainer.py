@@ -1,7 +1,9 @@
-"""The engine end to end on tiny generated data: training, resume after SIGKILL, NaN stop."""
+"""The engine end to end on tiny generated data: training, resume after SIGKILL, NaN stop, and
+the in-training kNN monitor."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -13,9 +15,12 @@ import pytest
 import torch
 import yaml
 
-from sslvision.config import config_from_dict
+from sslvision.config import ConfigError, MonitorConfig, config_from_dict
 from sslvision.engine.checkpoint import load_checkpoint
+from sslvision.engine.knn_monitor import KNNMonitor
 from sslvision.engine.trainer import NonFiniteLossError, train
+from sslvision.eval.encoders import load_encoder
+from sslvision.eval.knn_eval import run_knn
 from sslvision.methods.simclr import SimCLR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,3 +175,71 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     ckpt = load_checkpoint(tmp_path / "tiny" / "checkpoints" / "last.pt")
     assert ckpt["step"] == 4
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+# The kNN monitor: the number `sslvision knn` gives, without disturbing training.
+BANK, QUERIES = "synthetic:64", "synthetic:40"
+
+
+def monitored(output_dir: Path, **monitor: object) -> dict:
+    recipe = tiny_recipe(output_dir, log_every=5)
+    recipe["monitor"] = {"train_data": BANK, "val_data": QUERIES, **monitor}
+    return recipe
+
+
+def test_probe_equals_sslvision_knn_of_the_final_checkpoint(tmp_path: Path) -> None:
+    result = train(config_from_dict(monitored(tmp_path, knn_every=4, max_train=0, max_val=0)))
+    probed = {row["step"]: row["knn_top1"] for row in result.metrics if "knn_top1" in row}
+    assert sorted(probed) == [4, 8, 12]  # every 4 steps, the last step included
+    record = run_knn(load_encoder(str(result.checkpoint)), BANK, QUERIES, ks=(20,), num_workers=0)
+    assert probed[12] == record["knn_top1_k20"]
+
+    with (tmp_path / "tiny" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["step", "epoch", "loss", "lr", "images_per_s", "knn_top1"]
+    cells = {int(row["step"]): row["knn_top1"] for row in rows}
+    assert cells[5] == "" and float(cells[8]) == pytest.approx(probed[8])
+
+
+def test_probing_leaves_training_bitwise_unchanged(tmp_path: Path) -> None:
+    plain = train(config_from_dict(tiny_recipe(tmp_path / "plain", log_every=5)))
+    probed = train(config_from_dict(monitored(tmp_path / "probed", knn_every=3)))
+    assert [row["step"] for row in probed.metrics if "knn_top1" in row] == [3, 6, 9, 12]
+    plain_state = load_checkpoint(plain.checkpoint)["model"]
+    probed_state = load_checkpoint(probed.checkpoint)["model"]
+    assert plain_state.keys() == probed_state.keys()
+    for key, value in plain_state.items():
+        assert torch.equal(value, probed_state[key]), key
+
+
+def test_subsets_are_seeded_and_sized() -> None:
+    cfg = MonitorConfig(knn_every=1, train_data=BANK, val_data=QUERIES, max_train=10, max_val=7)
+    kwargs = {"image_size": 16, "mean": (0.5,) * 3, "std": (0.25,) * 3, "num_workers": 0}
+    first = KNNMonitor(cfg, device=torch.device("cpu"), seed=3, **kwargs)
+    again = KNNMonitor(cfg, device=torch.device("cpu"), seed=3, **kwargs)
+    other = KNNMonitor(cfg, device=torch.device("cpu"), seed=4, **kwargs)
+    images = [torch.cat([x for x, _ in m.bank]) for m in (first, again, other)]
+    assert images[0].shape == (10, 3, 16, 16) and images[0].dtype == torch.uint8
+    assert sum(len(y) for _, y in first.queries) == 7
+    assert torch.equal(images[0], images[1]) and not torch.equal(images[0], images[2])
+
+
+@pytest.mark.parametrize(
+    ("monitor", "message"),
+    [
+        ({"knn_every": 5, "val_data": ""}, "monitor.val_data"),
+        (
+            {"knn_every": 5, "train_data": "", "val_data": ""},
+            "monitor.train_data and monitor.val_data",
+        ),
+        ({"knn_every": -1}, "monitor.knn_every must be >= 0"),
+        ({"knn_every": 5, "max_val": -2}, "monitor.max_val must be >= 0"),
+        ({"knn_every": 5, "k": 0}, "monitor.k must be >= 1"),
+    ],
+)
+def test_bad_monitor_settings_stop_before_training(
+    tmp_path: Path, monitor: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        train(config_from_dict(monitored(tmp_path, **monitor)))
+    assert not (tmp_path / "tiny").exists()

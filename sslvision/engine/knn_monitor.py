@@ -1,0 +1,98 @@
+"""kNN accuracy during pretraining, on a fixed labelled subset decoded once and kept in memory.
+
+A run that goes wrong often shows it in the kNN long before the loss does: SwAV's features
+collapsing after its queue starts, or a momentum method that needs ten times the budget to pass
+the random init. The probe is the ``sslvision knn`` protocol (the same feature extraction in eval
+mode and float32, the same weighted vote) on a seeded subset, so with ``max_train=0`` and
+``max_val=0`` it gives the number ``sslvision knn`` gives for the checkpoint of that step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from sslvision.config import ConfigError, MonitorConfig
+from sslvision.data.spec import dataset_from_spec
+from sslvision.eval.features import extract_features
+from sslvision.eval.knn import knn_classify
+
+Batches = list[tuple[Tensor, Tensor]]
+
+
+def check_monitor_config(cfg: MonitorConfig) -> None:
+    """Refuse a monitor that cannot run, before any training starts."""
+    if cfg.knn_every < 0:
+        raise ConfigError(f"monitor.knn_every must be >= 0 (0: off), got {cfg.knn_every}")
+    if not cfg.knn_every:
+        return
+    missing = [key for key in ("train_data", "val_data") if not getattr(cfg, key)]
+    if missing:
+        raise ConfigError(
+            f"monitor.knn_every={cfg.knn_every} needs "
+            f"{' and '.join(f'monitor.{key}' for key in missing)}: a split directory, "
+            "'synthetic' or 'cifar10:ROOT', as `sslvision knn` takes them"
+        )
+    for key in ("max_train", "max_val"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"monitor.{key} must be >= 0 (0: all), got {getattr(cfg, key)}")
+    if cfg.k < 1 or cfg.temperature <= 0:
+        raise ConfigError(
+            f"monitor.k must be >= 1 and monitor.temperature > 0, got {cfg.k} and {cfg.temperature}"
+        )
+
+
+class KNNMonitor:
+    """Probes a backbone's kNN top-1 on the configured subsets (a config checked by
+    :func:`check_monitor_config`); the trainer builds one on the main process only."""
+
+    def __init__(
+        self,
+        cfg: MonitorConfig,
+        *,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device,
+        seed: int,
+        num_workers: int,
+    ) -> None:
+        self.cfg, self.mean, self.std, self.device = cfg, mean, std, device
+        # A DataLoader draws its base seed from the global generator: fork it, so that a run
+        # trains exactly as it would without the monitor.
+        with torch.random.fork_rng(devices=[]):
+            train_set = dataset_from_spec(cfg.train_data, "train", image_size)
+            self.num_classes = getattr(train_set, "num_classes", None)
+            self.bank = _decode(train_set, cfg.max_train, seed, num_workers)
+            val_set = dataset_from_spec(cfg.val_data, "val", image_size)
+            self.queries = _decode(val_set, cfg.max_val, seed, num_workers)
+
+    def __call__(self, backbone: nn.Module) -> float:
+        """kNN top-1 (a fraction) of ``backbone`` now; its train/eval modes are kept."""
+        features = {}
+        for split, batches in (("bank", self.bank), ("queries", self.queries)):
+            features[split] = extract_features(
+                backbone, batches, device=self.device, mean=self.mean, std=self.std, progress=False
+            )
+        (bank_x, bank_y), (query_x, query_y) = features["bank"], features["queries"]
+        result = knn_classify(
+            bank_x.to(self.device),
+            bank_y.to(self.device),
+            query_x,
+            query_y,
+            ks=(self.cfg.k,),
+            temperature=self.cfg.temperature,
+            num_classes=self.num_classes,
+        )
+        return result[self.cfg.k]["top1"]
+
+
+def _decode(dataset: Dataset, limit: int, seed: int, num_workers: int) -> Batches:
+    """The uint8 batches of ``dataset`` or of a seeded subset of ``limit`` images, in order."""
+    if limit and limit < len(dataset):
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+        dataset = Subset(dataset, order[:limit].sort().values.tolist())
+    return list(DataLoader(dataset, batch_size=256, num_workers=num_workers))
