@@ -37,14 +37,15 @@ def native_bf16() -> bool:
 
 
 # A CPU-sized budget at the data's own 64 px: 150 steps of 128 (2 epochs), 2.5-4.5 minutes of
-# training on 2 idle cores under bf16 autocast (SimCLR to SwAV; about 1.7x that in float32). At
-# 32 px a ResNet-18's last map is 1x1 and no short run beat the random init.
+# training on 2 idle cores under bf16 autocast (SimCLR to SwAV; about 1.7x that in float32). The
+# recipes' own 2-epoch warm-up stays, so the run is nearly all warm-up: with a 0.2-epoch warm-up
+# and the cosine decay after it, SimCLR reached 0.381 instead of 0.420 and MoCo v3 0.349 instead
+# of 0.372. At 32 px a ResNet-18's last map is 1x1 and no short run beat the random init.
 BUDGET = [
     f"data.path={IMAGENETTE / 'train'}",
     "train.max_steps=150",
     "train.epochs=3",
     "train.progress_bar=false",
-    "optim.warmup_epochs=0.2",
     "checkpoint.keep_every_epochs=0",
     f"train.precision={'bf16' if native_bf16() else 'no'}",
 ]
@@ -60,12 +61,12 @@ EXTRA = {"swav": ["method.freeze_prototypes_steps=20"]}
 # why the first 150 steps go badly (every method first drops below the random init; under SGD the
 # momentum methods' backbones move 2-3.5x less than SimCLR's; MoCo v2's keys close up).
 KNOWN_GAP = {
-    "mocov2": "0.33 after 150 steps; on a GPU above random only after ~1,600 steps (0.40 at 2,401)",
-    "mocov3": "0.35 after 150 steps (LARS: 0.37 and 0.33 at two seeds), 0.40 after 600",
-    "byol": "0.32 after 150 steps; on a GPU above random only after ~1,400 steps (0.39 at 3,000)",
-    "swav": "0.34 after 150 steps; on a GPU above random after ~400 steps (0.53 at 1,630)",
+    "mocov2": "0.30 after 150 steps; on a GPU above random only after ~1,600 steps (0.40 at 2,401)",
+    "mocov3": "0.37 after 150 steps, short of the +0.01 margin; 0.40 after 600",
+    "byol": "0.33 after 150 steps; on a GPU above random only after ~1,400 steps (0.39 at 3,000)",
+    "swav": "0.33 after 150 steps; on a GPU above random after ~400 steps (0.53 at 1,630)",
     "densecl": "0.34 after 150 steps",
-    "pixpro": "0.31 after 150 steps; 0.29-0.32 through 3,000 GPU steps (a 2x2 map at 64 px)",
+    "pixpro": "0.30 after 150 steps; 0.29-0.32 through 3,000 GPU steps (a 2x2 map at 64 px)",
 }
 METHODS = [
     pytest.param(
