@@ -17,8 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslvision.config import ConfigError, MonitorConfig
 from sslvision.data.spec import dataset_from_spec
-from sslvision.eval.features import extract_features
-from sslvision.eval.knn import knn_classify
+from sslvision.eval.knn_eval import knn_on_splits
 
 Batches = list[tuple[Tensor, Tensor]]
 
@@ -72,20 +71,17 @@ class KNNMonitor:
 
     def __call__(self, backbone: nn.Module) -> float:
         """kNN top-1 (a fraction) of ``backbone`` now; its train/eval modes are kept."""
-        features = {}
-        for split, batches in (("bank", self.bank), ("queries", self.queries)):
-            features[split] = extract_features(
-                backbone, batches, device=self.device, mean=self.mean, std=self.std, progress=False
-            )
-        (bank_x, bank_y), (query_x, query_y) = features["bank"], features["queries"]
-        result = knn_classify(
-            bank_x.to(self.device),
-            bank_y.to(self.device),
-            query_x,
-            query_y,
+        result = knn_on_splits(
+            backbone,
+            self.bank,
+            self.queries,
+            device=self.device,
+            mean=self.mean,
+            std=self.std,
             ks=(self.cfg.k,),
             temperature=self.cfg.temperature,
             num_classes=self.num_classes,
+            progress=False,
         )
         return result[self.cfg.k]["top1"]
 

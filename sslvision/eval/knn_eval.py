@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 import sslvision
@@ -15,6 +16,35 @@ from sslvision.eval.encoders import Encoder
 from sslvision.eval.features import extract_features
 from sslvision.eval.knn import knn_classify
 from sslvision.eval.results import flatten_knn
+
+
+def knn_on_splits(
+    backbone: nn.Module,
+    train_batches: Iterable[tuple[Tensor, Tensor]],
+    val_batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    device: torch.device,
+    mean: Sequence[float],
+    std: Sequence[float],
+    ks: Sequence[int],
+    temperature: float,
+    num_classes: int | None,
+    progress: bool | None = None,
+) -> dict[int, dict[str, float]]:
+    """Features of both splits' uint8 batches, then the weighted kNN vote of val on train.
+
+    The one path from a backbone to kNN accuracy, shared by ``sslvision knn`` and the in-training
+    monitor so that both give the same number for the same weights and images.
+    """
+    train_x, train_y = extract_features(
+        backbone, train_batches, device=device, mean=mean, std=std, progress=progress
+    )
+    val_x, val_y = extract_features(
+        backbone, val_batches, device=device, mean=mean, std=std, progress=progress
+    )
+    return knn_classify(
+        train_x, train_y, val_x, val_y, ks=ks, temperature=temperature, num_classes=num_classes
+    )
 
 
 def run_knn(
@@ -32,28 +62,27 @@ def run_knn(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     started = time.perf_counter()
     backbone = encoder.backbone.to(device)
-    features = {}
-    for split, spec in (("train", train_data), ("val", val_data)):
-        dataset = dataset_from_spec(spec, split, encoder.image_size)
-        loader = DataLoader(
+    train_set = dataset_from_spec(train_data, "train", encoder.image_size)
+    val_set = dataset_from_spec(val_data, "val", encoder.image_size)
+    train_loader, val_loader = (
+        DataLoader(
             dataset,
             batch_size=batch_size,
             num_workers=num_workers,
             pin_memory=device.type == "cuda",
         )
-        features[split] = extract_features(
-            backbone, loader, device=device, mean=encoder.mean, std=encoder.std
-        )
-        num_classes = getattr(dataset, "num_classes", None)
-    (train_x, train_y), (val_x, val_y) = features["train"], features["val"]
-    result = knn_classify(
-        train_x,
-        train_y,
-        val_x,
-        val_y,
+        for dataset in (train_set, val_set)
+    )
+    result = knn_on_splits(
+        backbone,
+        train_loader,
+        val_loader,
+        device=device,
+        mean=encoder.mean,
+        std=encoder.std,
         ks=ks,
         temperature=temperature,
-        num_classes=num_classes,
+        num_classes=getattr(val_set, "num_classes", None),
     )
     return {
         "evaluator": "knn",
@@ -64,8 +93,8 @@ def run_knn(
         "val_data": val_data,
         "image_size": encoder.image_size,
         "temperature": temperature,
-        "num_train": len(train_y),
-        "num_val": len(val_y),
+        "num_train": len(train_set),
+        "num_val": len(val_set),
         **flatten_knn(result),
         "seconds": round(time.perf_counter() - started, 2),
         "sslvision_version": sslvision.__version__,
