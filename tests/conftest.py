@@ -80,3 +80,9 @@ def run_distributed(worker: Callable[..., None], *args: object, world_size: int 
 def distributed_run() -> Callable[..., None]:
     """:func:`run_distributed`, handed to tests as a fixture (conftest is not importable)."""
     return run_distributed
+
+
+@pytest.fixture
+def pick_free_port() -> Callable[[], int]:
+    """:func:`free_port`, for tests that start their own launchers (conftest is not importable)."""
+    return free_port

@@ -8,6 +8,7 @@ metrics so far.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import tempfile
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 import sslvision
 
@@ -43,6 +45,21 @@ def rng_state() -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def gather_rng_states() -> list[dict[str, Any]]:
+    """Every process's :func:`rng_state` in rank order; one entry without a process group.
+
+    The states travel as ``torch.save`` bytes: ``all_gather_object`` unpickles tensors inside
+    objects with the ``weights_only`` loader, which rejects them.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return [rng_state()]
+    buffer = io.BytesIO()
+    torch.save(rng_state(), buffer)
+    payloads: list[bytes | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(payloads, buffer.getvalue())
+    return [torch.load(io.BytesIO(payload), weights_only=True) for payload in payloads]
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

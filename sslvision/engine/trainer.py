@@ -7,6 +7,7 @@ checkpoint steps, where a non-finite loss is caught before anything is saved.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -27,8 +28,8 @@ from sslvision.data.build import build_dataset, load_class_list
 from sslvision.data.sampler import ResumableSampler
 from sslvision.engine.checkpoint import (
     CheckpointError,
+    gather_rng_states,
     load_checkpoint,
-    rng_state,
     save_checkpoint,
     set_rng_state,
 )
@@ -91,6 +92,27 @@ def _loader(cfg: Config, sampler: ResumableSampler, dataset: Any, pin: bool) -> 
     )
 
 
+def _accelerator(precision: str, grad_accum_steps: int) -> Accelerator:
+    """accelerate's state for this process, joined to the launcher's process group if any.
+
+    Under ``torchrun`` (or ``accelerate launch --multi_gpu``) on a machine without a GPU,
+    accelerate only forms a gloo group when told to use the CPU; otherwise each process would
+    silently train alone, all writing the same run directory.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    accelerator = Accelerator(
+        mixed_precision=precision,
+        gradient_accumulation_steps=grad_accum_steps,
+        cpu=launched > 1 and not torch.accelerator.is_available(),
+    )
+    if launched > 1 and accelerator.num_processes != launched:
+        raise RuntimeError(
+            f"launched as {launched} processes but accelerate joined {accelerator.num_processes}; "
+            "start with torchrun or accelerate launch, and check their process-group settings"
+        )
+    return accelerator
+
+
 def train(cfg: Config, resume: str | None = None) -> TrainResult:
     """Pretrain ``cfg.method`` and return where the run and its last checkpoint are."""
     tc = cfg.train
@@ -98,9 +120,7 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
     # different train.precision can follow each other (notebooks, benchmarks). The process group
     # (PartialState) is kept.
     AcceleratorState._reset_state()
-    accelerator = Accelerator(
-        mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum_steps
-    )
+    accelerator = _accelerator(tc.precision, tc.grad_accum_steps)
     if tc.deterministic:
         torch.use_deterministic_algorithms(True)
     main = accelerator.is_main_process
@@ -167,7 +187,8 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
 
     step, epoch, batch_in_epoch, metrics, restore_rng = 0, 0, 0, [], None
     if start_from is not None:
-        ckpt = load_checkpoint(start_from, map_location=device)
+        # Loaded to the CPU: a gloo rank's device is cpu:N, which torch.load cannot map to.
+        ckpt = load_checkpoint(start_from)
         method.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -193,7 +214,7 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
-            "rng": gather_object([rng_state()]),
+            "rng": gather_rng_states(),
             "step": step,
             "epoch": next_epoch,
             "batch_in_epoch": next_batch,
@@ -214,7 +235,8 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
     )
 
     def check_finite() -> None:
-        bad = int(bad_step.item())
+        # Every rank must stop at the same check, or the others wait for it in the next all-reduce.
+        bad = min((b for b in accelerator.gather(bad_step[None]).tolist() if b >= 0), default=-1)
         if bad >= 0:
             kept = f"the last good checkpoint is {last_path}" if last_path.exists() else "none"
             raise NonFiniteLossError(
@@ -265,7 +287,7 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
                     row = {
                         "step": step,
                         "epoch": epoch,
-                        "loss": float((loss_sum / micro_logged).item()),
+                        "loss": float((accelerator.reduce(loss_sum, "mean") / micro_logged).item()),
                         "lr": lr,
                         "images_per_s": images_seen / (time.perf_counter() - clock),
                     }
