@@ -106,6 +106,20 @@ def test_two_processes_train_one_run_with_both_ranks_state(
     assert all(0.0 < float(r["loss"]) < 1.5 * chance for r in rows)  # the ranks' mean, not sum
 
 
+@pytest.mark.parametrize("method", ["simclr", "mocov3", "byol", "swav", "densecl", "pixpro"])
+def test_every_method_trains_on_two_processes(
+    method: str, tmp_path: Path, pick_free_port: Callable[[], int]
+) -> None:
+    """Each method's distributed parts (gathers, Sinkhorn sums, shuffle BN, queues) run for real."""
+    overrides = ["data.num_images=64", "train.batch_size=8", "train.max_steps=3"]
+    overrides += ["train.progress_bar=false", "checkpoint.keep_every_epochs=0"]
+    recipe = REPO / "configs" / method / "demo.yaml"
+    _finish(_launch(recipe, pick_free_port(), *overrides, f"output_dir={tmp_path}"))
+    (last,) = tmp_path.glob("*/checkpoints/last.pt")
+    ckpt = load_checkpoint(last)
+    assert (ckpt["step"], len(ckpt["rng"])) == (3, 2)
+
+
 def _checkpoint_step(path: Path) -> tuple[int, int]:
     try:
         ckpt = load_checkpoint(path)
