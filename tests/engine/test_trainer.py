@@ -94,6 +94,20 @@ def test_runs_with_different_precisions_follow_each_other(tmp_path: Path) -> Non
         assert train(config_from_dict(recipe)).step == 12
 
 
+def test_gradient_accumulation_steps_the_optimiser_once_per_group(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path, grad_accum_steps=3, log_every=1)
+    result = train(config_from_dict(recipe))
+    assert result.step == 4  # 96 images / (16 x 3) a step, for 2 epochs
+    ckpt = load_checkpoint(result.checkpoint)
+    assert ckpt["scheduler"]["last_epoch"] == 4
+    assert [(row["step"], row["epoch"]) for row in result.metrics] == [
+        (1, 0),
+        (2, 0),
+        (3, 1),
+        (4, 1),
+    ]
+
+
 def _run_cli(recipe: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
