@@ -63,18 +63,21 @@ def test_wrong_type_names_key_and_expected_type(recipe: Path, capsys) -> None:
     assert "train.epochs" in err and "int" in err
 
 
-def test_corrupt_image_names_the_file(tmp_path: Path, recipe: Path, capsys) -> None:
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "in-a-loader-worker"])
+def test_corrupt_image_names_the_file(tmp_path: Path, recipe: Path, capsys, workers: int) -> None:
     bad = tmp_path / "images" / "cat" / "broken.jpg"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     overrides = [
         "data.dataset=folder",
         f"data.path={tmp_path / 'images'}",
-        "data.num_workers=0",
+        f"data.num_workers={workers}",
         "train.batch_size=1",
     ]
     assert main(["pretrain", str(recipe), *overrides]) == 2
-    assert "broken.jpg" in capsys.readouterr().err
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: cannot read image ")  # one line, not the worker's traceback
+    assert error.endswith(f"{bad}: cannot decode (Image is incomplete or truncated)")
 
 
 def test_help_lists_commands(capsys) -> None:

@@ -27,9 +27,10 @@ class CorruptImageError(ValueError):
     """An image file that is missing, empty or cannot be decoded."""
 
     def __init__(self, path: str | Path, reason: str | None = None) -> None:
-        if reason is None:  # re-raised by a DataLoader worker with the formatted message only
+        if reason is None:  # re-raised by a DataLoader worker: the message is its traceback
             self.path, self.reason = "", ""
-            super().__init__(str(path))
+            last_line = str(path).rstrip().splitlines()[-1]
+            super().__init__(last_line.split(f"{type(self).__name__}: ", 1)[-1])
             return
         self.path = str(Path(path).absolute())
         self.reason = reason
