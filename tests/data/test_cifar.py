@@ -10,6 +10,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from sslvision.data.cifar import CIFARDataset
+from sslvision.data.spec import dataset_from_spec
 
 _IMAGES_PER_FILE = 3
 
@@ -97,3 +98,15 @@ def test_corrupt_files_name_the_directory(tmp_path: Path, monkeypatch: pytest.Mo
 def test_rejects_other_class_counts(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="must be 10 or 100, got 20"):
         CIFARDataset(tmp_path, num_classes=20)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_knn_spec_reads_the_split_from_the_cifar_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: str
+) -> None:
+    """``sslvision knn --train-data cifar10:ROOT --val-data cifar10:ROOT``: train and test split."""
+    written = _fake_cifar(tmp_path, monkeypatch, 10)
+    dataset = dataset_from_spec(f"cifar10:{tmp_path}", split, image_size=32)
+    rows, labels = written["train" if split == "train" else "test"]
+    assert torch.equal(dataset.images.flatten(1), torch.from_numpy(rows))
+    assert dataset.targets == labels

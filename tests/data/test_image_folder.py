@@ -9,6 +9,7 @@ from torchvision.io import write_png
 
 from sslvision.data.decode import CorruptImageError
 from sslvision.data.image_folder import ImageFolderDataset
+from sslvision.data.spec import dataset_from_spec
 
 # The test images are written with torchvision's (deprecated in 0.29) encoder.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
@@ -115,3 +116,9 @@ def test_all_corrupt_is_an_error(tmp_path: Path) -> None:
     dataset = ImageFolderDataset(tmp_path, image_size=4, skip_corrupt=True)
     with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="no readable image"):
         dataset[0]
+
+
+def test_knn_spec_of_a_path_is_that_folder(folder: Path) -> None:
+    """``sslvision knn --train-data imagenette_64/train``: the path is the split's own folder."""
+    dataset = dataset_from_spec(str(folder), "val", image_size=4)
+    assert dataset.classes == ["n01", "n02", "n03"] and dataset.targets == [0, 1, 1, 2]

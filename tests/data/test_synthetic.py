@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sslvision.data.spec import dataset_from_spec
 from sslvision.data.synthetic import SHAPES, SyntheticShapesDataset
 
 
@@ -68,3 +69,9 @@ def test_images_use_the_whole_range_with_visible_structure() -> None:
 def test_bad_arguments_are_explained(arguments: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SyntheticShapesDataset(**{"num_images": 20, "image_size": 8, **arguments})
+
+
+def test_knn_spec_takes_an_image_count() -> None:
+    assert len(dataset_from_spec("synthetic:24", "val", image_size=16)) == 24
+    with pytest.raises(ValueError, match="write 'synthetic' or 'synthetic:N' with N images"):
+        dataset_from_spec("synthetic:many", "val", image_size=16)
