@@ -62,7 +62,11 @@ def load_encoder(
         )
     if spec.startswith("timm:"):
         model = build_backbone(spec, small_stem=small_stem, weights="pretrained")
-        return Encoder(model, spec, default_size, IMAGENET_MEAN, IMAGENET_STD, "supervised")
+        trained_on = (
+            model.model.pretrained_cfg
+        )  # its own normalisation: some use 0.5, not ImageNet's
+        mean, std = tuple(trained_on["mean"]), tuple(trained_on["std"])
+        return Encoder(model, spec, default_size, mean, std, "supervised")
     if "_Weights." in spec:
         weights = torchvision.models.get_weight(spec)
         name = spec.split("_Weights.")[0].lower()
