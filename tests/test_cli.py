@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -86,3 +88,12 @@ def test_help_lists_commands(capsys) -> None:
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert all(command in out for command in ("pretrain", "knn", "report"))
+
+
+@pytest.mark.parametrize("script, command", [("pretrain.py", "pretrain"), ("knn_eval.py", "knn")])
+def test_tools_scripts_are_the_commands(script: str, command: str) -> None:
+    """``python tools/<script> --help`` from a checkout, as the README shows it."""
+    tool = Path(__file__).resolve().parents[1] / "tools" / script
+    run = subprocess.run([sys.executable, str(tool), "--help"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"usage: sslvision {command} ")
