@@ -47,16 +47,17 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def gather_rng_states() -> list[dict[str, Any]]:
-    """Every process's :func:`rng_state` in rank order; one entry without a process group.
+def gather_from_every_process(state: Any) -> list[Any]:
+    """``state`` from every process in rank order (one entry without a process group), for
+    what differs between processes: RNGs, per-process queues.
 
-    The states travel as ``torch.save`` bytes: ``all_gather_object`` unpickles tensors inside
+    ``state`` travels as ``torch.save`` bytes: ``all_gather_object`` unpickles tensors inside
     objects with the ``weights_only`` loader, which rejects them.
     """
     if not (dist.is_available() and dist.is_initialized()):
-        return [rng_state()]
+        return [state]
     buffer = io.BytesIO()
-    torch.save(rng_state(), buffer)
+    torch.save(state, buffer)
     payloads: list[bytes | None] = [None] * dist.get_world_size()
     dist.all_gather_object(payloads, buffer.getvalue())
     return [torch.load(io.BytesIO(payload), weights_only=True) for payload in payloads]

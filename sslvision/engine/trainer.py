@@ -17,6 +17,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -28,8 +29,9 @@ from sslvision.data.build import build_dataset, load_class_list
 from sslvision.data.sampler import ResumableSampler
 from sslvision.engine.checkpoint import (
     CheckpointError,
-    gather_rng_states,
+    gather_from_every_process,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
     set_rng_state,
 )
@@ -39,6 +41,7 @@ from sslvision.engine.optim import build_optimizer
 from sslvision.engine.schedule import build_scheduler
 from sslvision.methods.base import Progress
 from sslvision.methods.registry import build_method, method_class
+from sslvision.nn.queue import process_local_buffers
 
 
 class NonFiniteLossError(RuntimeError):
@@ -182,6 +185,8 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
         total_steps=total_steps,
         min_ratio=cfg.optim.min_lr_ratio,
     )
+    local_buffers = process_local_buffers(method)
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(method, local_buffers)
     model, optimizer = accelerator.prepare(method, optimizer)
     method = accelerator.unwrap_model(model)
 
@@ -190,6 +195,9 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
         # Loaded to the CPU: a gloo rank's device is cpu:N, which torch.load cannot map to.
         ckpt = load_checkpoint(start_from)
         method.load_state_dict(ckpt["model"])
+        own = ckpt.get("process_local", [])  # this process's queues; "model" has rank 0's
+        if rank < len(own):
+            method.load_state_dict(own[rank], strict=False)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         if accelerator.scaler is not None and ckpt.get("scaler"):
@@ -209,12 +217,16 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
             print(f"resuming from {start_from} at step {step} (epoch {epoch})")
 
     def checkpoint_state(next_epoch: int, next_batch: int) -> dict[str, Any]:
+        model_state = method.state_dict()
         return {
-            "model": method.state_dict(),
+            "model": model_state,
+            "process_local": gather_from_every_process(
+                {name: model_state[name] for name in local_buffers}
+            ),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
-            "rng": gather_rng_states(),
+            "rng": gather_from_every_process(rng_state()),
             "step": step,
             "epoch": next_epoch,
             "batch_in_epoch": next_batch,

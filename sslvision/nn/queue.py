@@ -109,3 +109,18 @@ class FeatureQueue(nn.Module):
             f"length={self.length}, dim={self.dim}, gather={self.gather}, "
             f"random_init={self.random_init}"
         )
+
+
+def process_local_buffers(module: nn.Module) -> list[str]:
+    """State-dict names of the buffers of ``module``'s per-process queues (``gather=False``).
+
+    Each process fills such a queue with its own features (SwAV), so DistributedDataParallel must
+    not overwrite it with rank 0's copy before every forward, and a checkpoint keeps every
+    process's copy. Gathered queues are the same everywhere and need neither.
+    """
+    return [
+        f"{prefix}.{name}" if prefix else name
+        for prefix, queue in module.named_modules()
+        if isinstance(queue, FeatureQueue) and not queue.gather
+        for name, _ in queue.named_buffers(recurse=False)
+    ]

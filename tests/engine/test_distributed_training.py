@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from sslvision.config import config_from_dict
+from sslvision.engine import trainer
 from sslvision.engine.checkpoint import load_checkpoint
 from sslvision.engine.trainer import NonFiniteLossError, train
 from sslvision.methods.mocov2 import MoCoV2
@@ -48,6 +49,16 @@ RECIPE = {
         "deterministic": True,
     },
     "checkpoint": {"save_every_steps": 1, "keep_every_epochs": 0},
+}
+# SwAV's queue is per process (each holds its own embeddings); it starts at once and wraps.
+SWAV = {
+    "name": "swav",
+    "proj_hidden_dim": 32,
+    "proj_output_dim": 16,
+    "num_prototypes": 10,
+    "freeze_prototypes_steps": 2,
+    "queue_length": 24,
+    "queue_start_epoch": 0,
 }
 STEPS = 18
 
@@ -128,11 +139,12 @@ def _checkpoint_step(path: Path) -> tuple[int, int]:
     return ckpt["step"], ckpt["batch_in_epoch"]
 
 
+@pytest.mark.parametrize("method", [RECIPE["method"], SWAV], ids=["mocov2", "swav-queue"])
 def test_resume_of_a_killed_two_process_run_is_bitwise_equal(
-    tmp_path: Path, pick_free_port: Callable[[], int]
+    tmp_path: Path, pick_free_port: Callable[[], int], method: dict
 ) -> None:
-    straight = _launch(_recipe(tmp_path / "straight" / "ddp.yaml"), pick_free_port())
-    killed_recipe = _recipe(tmp_path / "killed" / "ddp.yaml")
+    straight = _launch(_recipe(tmp_path / "straight" / "ddp.yaml", method=method), pick_free_port())
+    killed_recipe = _recipe(tmp_path / "killed" / "ddp.yaml", method=method)
     killed = _launch(killed_recipe, pick_free_port(), "--resume", "auto")
     last = tmp_path / "killed" / "ddp" / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 180
@@ -153,8 +165,9 @@ def test_resume_of_a_killed_two_process_run_is_bitwise_equal(
     a = load_checkpoint(tmp_path / "straight" / "ddp" / "checkpoints" / "last.pt")
     b = load_checkpoint(last)
     assert a["step"] == b["step"] == STEPS
-    for key, value in a["model"].items():  # momentum encoder and the gathered queue included
-        assert torch.equal(value, b["model"][key]), key
+    bitwise = {"rtol": 0, "atol": 0}
+    torch.testing.assert_close(a["model"], b["model"], **bitwise)  # momentum encoder, queues
+    torch.testing.assert_close(a["process_local"], b["process_local"], **bitwise)  # SwAV's
     for sa, sb in zip(
         a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
     ):
@@ -192,3 +205,32 @@ def test_a_nan_loss_on_one_rank_stops_every_rank(
     for rank in (0, 1):  # rank 0 did not wait forever at the next collective
         assert "at step 6" in (tmp_path / f"rank{rank}.txt").read_text()
     assert load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")["step"] == 4
+
+
+def _swav_with_a_queue_per_process(rank: int, world_size: int, out_dir: Path) -> None:
+    """Train SwAV in an already-joined gloo group and save this process's queue."""
+    env = {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": world_size, "LOCAL_WORLD_SIZE": 2}
+    os.environ.update({key: str(value) for key, value in env.items()})
+    built = []
+    original = trainer.build_method
+    trainer.build_method = lambda cfg: built.append(original(cfg)) or built[-1]
+    recipe = {**RECIPE, "method": SWAV, "output_dir": str(out_dir)}
+    recipe["train"] = {**RECIPE["train"], "epochs": 1}
+    train(config_from_dict(recipe))
+    torch.save(built[0].queues.state_dict(), out_dir / f"queues{rank}.pt")
+
+
+def test_each_process_keeps_its_own_swav_queue(
+    tmp_path: Path, distributed_run: Callable[..., None]
+) -> None:
+    """DistributedDataParallel broadcasts rank 0's buffers before every forward; a per-process
+    queue must be left out of that, or every rank would hold rank 0's embeddings."""
+    distributed_run(_swav_with_a_queue_per_process, tmp_path)
+    queues = [torch.load(tmp_path / f"queues{rank}.pt") for rank in (0, 1)]
+    for crop in ("0", "1"):
+        first, second = (q[f"{crop}.features"] for q in queues)
+        assert int(queues[0][f"{crop}.count"]) == 24  # 6 steps of 8 embeddings filled it
+        assert not (first[:, None] == second[None]).all(-1).any()  # no row in common
+    saved = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")["process_local"]
+    for rank, queue in enumerate(queues):  # the checkpoint keeps both processes' queues
+        assert all(torch.equal(saved[rank][f"queues.{k}"], v) for k, v in queue.items())

@@ -6,8 +6,9 @@ from collections import deque
 
 import pytest
 import torch
+from torch import nn
 
-from sslvision.nn.queue import FeatureQueue
+from sslvision.nn.queue import FeatureQueue, process_local_buffers
 
 DIM = 3
 
@@ -208,3 +209,14 @@ def test_two_gloo_processes_share_one_queue_in_rank_order(distributed_run, tmp_p
     for rank_index, result in enumerate(results):
         own = torch.cat([rank_keys(rank_index, step) for step in range(ENQUEUES)])
         torch.testing.assert_close(result["local_oldest_first"], own, rtol=0, atol=0)
+
+
+def test_process_local_buffers_name_only_the_per_process_queues() -> None:
+    module = nn.ModuleDict(
+        {
+            "negatives": FeatureQueue(4, 2),  # gathered: the same on every process
+            "swav": nn.ModuleList([FeatureQueue(4, 2, gather=False, random_init=False)]),
+        }
+    )
+    assert process_local_buffers(module) == ["swav.0.features", "swav.0.ptr", "swav.0.count"]
+    assert set(process_local_buffers(module)) <= set(module.state_dict())
