@@ -68,6 +68,11 @@ class MoCoV2(MomentumMethod):
         )
         super().__init__(cfg, backbone, projector, **heads)  # heads: a subclass's (DenseCL's)
         if cfg.key_bn == "sync" and is_distributed():
+            if not torch.accelerator.is_available():  # DistributedDataParallel would refuse it
+                raise ConfigError(
+                    "method.key_bn=sync: SyncBatchNorm runs on GPUs only; with CPU processes "
+                    "use method.key_bn=shuffle"
+                )
             self.momentum_encoder = nn.SyncBatchNorm.convert_sync_batchnorm(self.momentum_encoder)
         self.queue = FeatureQueue(cfg.queue_length, cfg.proj_output_dim)
 

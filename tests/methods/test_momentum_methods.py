@@ -4,6 +4,7 @@ momentum bookkeeping, and no gradient into the teacher."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -201,3 +202,22 @@ def test_mocov3_freezes_the_vit_patch_projection() -> None:
 def test_bad_method_settings_are_explained(name: str, method: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build(name, **method)
+
+
+def _build_mocov2_with_sync_bn(rank: int, world_size: int, out_dir: Path) -> None:
+    try:
+        build("mocov2", key_bn="sync")
+    except ConfigError as error:
+        (out_dir / f"rank{rank}.txt").write_text(str(error))
+
+
+def test_sync_bn_on_cpu_processes_is_refused_with_the_alternative(
+    tmp_path: Path, distributed_run
+) -> None:
+    """DistributedDataParallel refuses SyncBatchNorm on CPU modules; say so before training."""
+    distributed_run(_build_mocov2_with_sync_bn, tmp_path)
+    message = (tmp_path / "rank0.txt").read_text()
+    assert message == (
+        "method.key_bn=sync: SyncBatchNorm runs on GPUs only; with CPU processes use "
+        "method.key_bn=shuffle"
+    )
