@@ -185,6 +185,7 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
         total_steps=total_steps,
         min_ratio=cfg.optim.min_lr_ratio,
     )
+    # DDP's own (static) hook for buffers it must neither broadcast from rank 0 nor check.
     local_buffers = process_local_buffers(method)
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(method, local_buffers)
     model, optimizer = accelerator.prepare(method, optimizer)

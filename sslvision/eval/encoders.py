@@ -62,9 +62,8 @@ def load_encoder(
         )
     if spec.startswith("timm:"):
         model = build_backbone(spec, small_stem=small_stem, weights="pretrained")
-        trained_on = (
-            model.model.pretrained_cfg
-        )  # its own normalisation: some use 0.5, not ImageNet's
+        # The normalisation the model was trained with: some use 0.5, not ImageNet's statistics.
+        trained_on = model.model.pretrained_cfg
         mean, std = tuple(trained_on["mean"]), tuple(trained_on["std"])
         return Encoder(model, spec, default_size, mean, std, "supervised")
     if "_Weights." in spec:
