@@ -1,5 +1,5 @@
-"""Training on two CPU processes over gloo: the README's ``accelerate launch`` command, a run
-killed with SIGKILL and resumed, and a NaN loss on one rank only."""
+"""Training on two CPU processes over gloo, launched as the README shows: every method, runs killed
+with SIGKILL and resumed (MoCo v2; SwAV with its per-process queue), a NaN loss on one rank only."""
 
 from __future__ import annotations
 
