@@ -97,6 +97,17 @@ def _report(args: argparse.Namespace) -> None:
     for c in metrics:
         shown[c] = (100 * shown[c]).round(2)
     print(shown.to_string(index=False))
+    if args.plot:
+        from sslvision.eval.plots import plot_results
+
+        metric = args.metric or (metrics[0] if metrics else "")
+        print(f"plot: {plot_results(table, metric, args.plot)}")
+
+
+def _curves(args: argparse.Namespace) -> None:
+    from sslvision.eval.plots import plot_curves
+
+    print(f"plot: {plot_curves(args.run_dirs, args.columns, args.out)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,10 +158,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_result_flags(p)
     p.set_defaults(func=_knn)
 
-    p = commands.add_parser("report", help="print the results table")
+    p = commands.add_parser("report", help="print the results table (and plot it)")
     p.add_argument("results_csv", nargs="?", default=DEFAULT_RESULTS)
     p.add_argument("--evaluator", default="", help="only rows of this evaluator (e.g. knn)")
+    p.add_argument("--plot", default="", help="also draw the rows as bars into this PNG")
+    p.add_argument("--metric", default="", help="the plotted column (default: the first metric)")
     p.set_defaults(func=_report)
+
+    p = commands.add_parser(
+        "curves",
+        help="plot training curves of runs",
+        description="Plot columns of each run's metrics.csv against the step, one panel per "
+        "column. Example: sslvision curves runs/simclr-demo runs/mocov2-demo --columns loss",
+    )
+    p.add_argument("run_dirs", nargs="+", help="run directories (each holds a metrics.csv)")
+    p.add_argument("--columns", nargs="+", default=["loss"], help="e.g. loss knn_top1 lr")
+    p.add_argument("--out", default="curves.png", help="the PNG to write")
+    p.set_defaults(func=_curves)
     return parser
 
 
@@ -161,10 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sslvision.data.decode import CorruptImageError
     from sslvision.engine.checkpoint import CheckpointError
     from sslvision.engine.trainer import NonFiniteLossError
+    from sslvision.eval.plots import PlotError
 
     try:
         args.func(args)
-    except (ConfigError, CorruptImageError, CheckpointError, FileNotFoundError) as exc:
+    except (ConfigError, CorruptImageError, CheckpointError, FileNotFoundError, PlotError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:
