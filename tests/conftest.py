@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -86,3 +89,38 @@ def distributed_run() -> Callable[..., None]:
 def pick_free_port() -> Callable[[], int]:
     """:func:`free_port`, for tests that start their own launchers (conftest is not importable)."""
     return free_port
+
+
+def _checkpoint_position(path: Path) -> tuple[int, int]:
+    """(step, batch_in_epoch) of the checkpoint at ``path``; (-1, -1) while it is not readable."""
+    from sslvision.engine.checkpoint import load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(path)
+    except Exception:
+        return -1, -1
+    return ckpt["step"], ckpt["batch_in_epoch"]
+
+
+def kill_mid_epoch(run: subprocess.Popen, checkpoint: Path, after_step: int) -> int:
+    """SIGKILL ``run`` (its whole process group if it leads one) once ``checkpoint`` was saved
+    inside an epoch at or after ``after_step``; return the step that checkpoint holds."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        step, batch = _checkpoint_position(checkpoint)
+        if step >= after_step and batch > 0:
+            break
+        assert run.poll() is None, run.stderr.read()[-4000:]
+        time.sleep(0.05)
+    if os.getpgid(run.pid) == run.pid:  # a launcher started in its own session, with its workers
+        os.killpg(run.pid, signal.SIGKILL)
+    else:
+        run.send_signal(signal.SIGKILL)
+    run.wait()
+    return _checkpoint_position(checkpoint)[0]
+
+
+@pytest.fixture
+def sigkill_mid_epoch() -> Callable[[subprocess.Popen, Path, int], int]:
+    """:func:`kill_mid_epoch`, handed to tests as a fixture (conftest is not importable)."""
+    return kill_mid_epoch

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,32 +130,18 @@ def test_every_method_trains_on_two_processes(
     assert (ckpt["step"], len(ckpt["rng"])) == (3, 2)
 
 
-def _checkpoint_step(path: Path) -> tuple[int, int]:
-    try:
-        ckpt = load_checkpoint(path)
-    except Exception:
-        return -1, -1
-    return ckpt["step"], ckpt["batch_in_epoch"]
-
-
 @pytest.mark.parametrize("method", [RECIPE["method"], SWAV], ids=["mocov2", "swav-queue"])
 def test_resume_of_a_killed_two_process_run_is_bitwise_equal(
-    tmp_path: Path, pick_free_port: Callable[[], int], method: dict
+    tmp_path: Path,
+    pick_free_port: Callable[[], int],
+    sigkill_mid_epoch: Callable[..., int],
+    method: dict,
 ) -> None:
     straight = _launch(_recipe(tmp_path / "straight" / "ddp.yaml", method=method), pick_free_port())
     killed_recipe = _recipe(tmp_path / "killed" / "ddp.yaml", method=method)
     killed = _launch(killed_recipe, pick_free_port(), "--resume", "auto")
     last = tmp_path / "killed" / "ddp" / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:  # kill once a checkpoint from inside epoch 2 exists
-        step, batch = _checkpoint_step(last)
-        if step >= 9 and batch > 0:
-            break
-        assert killed.poll() is None, killed.stderr.read()[-4000:]
-        time.sleep(0.05)
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait()
-    step_at_kill, _ = _checkpoint_step(last)
+    step_at_kill = sigkill_mid_epoch(killed, last, 9)  # inside epoch 2
     assert 0 < step_at_kill < STEPS, "the run must be killed in the middle"
 
     _finish(_launch(killed_recipe, pick_free_port(), "--resume", "auto"))

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -119,17 +118,11 @@ def _run_cli(recipe: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def _checkpoint_step(path: Path) -> tuple[int, int]:
-    try:
-        ckpt = load_checkpoint(path)
-    except Exception:
-        return -1, -1
-    return ckpt["step"], ckpt["batch_in_epoch"]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [SIMCLR, MOCOV2, DENSECL, PIXPRO], ids=lambda m: m["name"])
-def test_resume_after_sigkill_is_bitwise_equal(tmp_path: Path, method: dict) -> None:
+def test_resume_after_sigkill_is_bitwise_equal(
+    tmp_path: Path, method: dict, sigkill_mid_epoch: Callable[..., int]
+) -> None:
     recipes = {}
     for name in ("straight", "killed"):
         recipe = tiny_recipe(tmp_path / name, method, epochs=3)
@@ -139,16 +132,7 @@ def test_resume_after_sigkill_is_bitwise_equal(tmp_path: Path, method: dict) -> 
 
     killed = _run_cli(recipes["killed"], "--resume", "auto")
     last = tmp_path / "killed" / "tiny" / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # kill once a checkpoint from inside epoch 2 exists
-        step, batch = _checkpoint_step(last)
-        if step >= 9 and batch > 0:
-            break
-        assert killed.poll() is None, killed.stderr.read()
-        time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    step_at_kill, _ = _checkpoint_step(last)
+    step_at_kill = sigkill_mid_epoch(killed, last, 9)  # inside epoch 2
     assert 0 < step_at_kill < 18, "the run must be killed in the middle"
 
     resumed = _run_cli(recipes["killed"], "--resume", "auto")
