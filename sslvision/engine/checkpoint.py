@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 import sslvision
+from sslvision.nn.distributed import is_distributed
 
 FORMAT_VERSION = 1
 
@@ -54,7 +55,7 @@ def gather_from_every_process(state: Any) -> list[Any]:
     ``state`` travels as ``torch.save`` bytes: ``all_gather_object`` unpickles tensors inside
     objects with the ``weights_only`` loader, which rejects them.
     """
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_distributed():
         return [state]
     buffer = io.BytesIO()
     torch.save(state, buffer)
