@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,28 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class ConfigError(ValueError):
     """A recipe or override that does not fit the schema."""
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans: only true/false, so ``no`` stays a word.
+
+    YAML 1.1 reads yes/no/on/off as booleans, which turned ``train.precision=no`` into False.
+    """
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _read_yaml(text: Any) -> Any:
+    """YAML text or a stream, read with :class:`_Yaml12Loader`."""
+    return yaml.load(text, Loader=_Yaml12Loader)
 
 
 @dataclass
@@ -265,13 +288,13 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not of the form key=value")
-        parsed.append((key.strip(), yaml.safe_load(raw) if raw.strip() else ""))
+        parsed.append((key.strip(), _read_yaml(raw) if raw.strip() else ""))
     return parsed
 
 
 def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Config:
     """Validate a nested mapping (plus overrides) into a :class:`Config`."""
-    tree = yaml.safe_load(yaml.safe_dump(data or {}))  # deep copy, plain types only
+    tree = _read_yaml(yaml.safe_dump(data or {}))  # deep copy, plain types only
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value)
     return _build(Config, tree)
@@ -285,7 +308,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         with path.open() as f:
-            loaded = yaml.safe_load(f)
+            loaded = _read_yaml(f)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         data = loaded or {}

@@ -137,6 +137,17 @@ def test_bool_is_not_accepted_for_int_or_float() -> None:
         load_config(None, ["optim.base_lr=false"])
 
 
+def test_no_is_a_word_and_only_true_false_are_booleans(tmp_path: Path) -> None:
+    """YAML 1.1 reads no/yes/on/off as booleans; `train.precision=no` must stay the word."""
+    assert load_config(None, ["train.precision=no"]).train.precision == "no"
+    recipe = tmp_path / "float32.yaml"
+    recipe.write_text("train:\n  precision: no\n  progress_bar: false\n")
+    cfg = load_config(recipe)
+    assert (cfg.train.precision, cfg.train.progress_bar) == ("no", False)
+    with pytest.raises(ConfigError, match=r"'train\.progress_bar' expects bool, got str 'off'"):
+        load_config(None, ["train.progress_bar=off"])
+
+
 def test_to_dict_round_trip_is_equal() -> None:
     cfg = load_config(
         None,
