@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -124,3 +126,23 @@ def kill_mid_epoch(run: subprocess.Popen, checkpoint: Path, after_step: int) -> 
 def sigkill_mid_epoch() -> Callable[[subprocess.Popen, Path, int], int]:
     """:func:`kill_mid_epoch`, handed to tests as a fixture (conftest is not importable)."""
     return kill_mid_epoch
+
+
+@pytest.fixture(scope="session")
+def load_benchmark() -> Iterator[Callable[[str], types.ModuleType]]:
+    """Import a script of ``benchmarks/`` by name; they are scripts, not a package."""
+    loaded: list[str] = []
+
+    def load(name: str) -> types.ModuleType:
+        if name not in sys.modules:
+            path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # dataclasses look their module up while it executes
+            spec.loader.exec_module(module)
+            loaded.append(name)
+        return sys.modules[name]
+
+    yield load
+    for name in loaded:
+        del sys.modules[name]

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torchvision.io import write_png
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "simclr_throughput.py"
-
 
 @pytest.fixture(scope="module")
-def benchmark():
-    spec = importlib.util.spec_from_file_location("simclr_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+def benchmark(load_benchmark):
+    return load_benchmark("simclr_throughput")
 
 
 def tiny_folder(root: Path) -> Path:
