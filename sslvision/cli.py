@@ -82,6 +82,20 @@ def _knn(args: argparse.Namespace) -> None:
     _finish(record, args)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from sslvision.engine.export import export_backbone
+
+    record = export_backbone(args.checkpoint, args.out or None)
+    print(
+        f"exported the {record['backbone']} backbone of a {record['method']} checkpoint "
+        f"(step {record['step']}), {record['tensors']} tensors: {record['out']}"
+    )
+    print(f"load it into {record['load_with']}")
+    if record["small_stem"]:
+        print("its stem is model.small_stem's: a 3x3 stride-1 conv1 and no max-pool")
+    _finish(record, args)
+
+
 def _report(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -157,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default="", help="a name for this row in the results table")
     _add_result_flags(p)
     p.set_defaults(func=_knn)
+
+    p = commands.add_parser(
+        "export",
+        help="write a checkpoint's backbone as a plain torchvision/timm state dict",
+        description="Export the pretrained backbone for use outside sslvision: a file of tensors "
+        "in the key names of torchvision or timm. Example: sslvision export "
+        "runs/simclr-imagenette64/checkpoints/last.pt --out resnet18_simclr.pt",
+    )
+    p.add_argument("checkpoint", help="an sslvision checkpoint (.pt)")
+    p.add_argument("--out", default="", help="output file (default: <checkpoint>.backbone.pt)")
+    _add_result_flags(p)
+    p.set_defaults(func=_export)
 
     p = commands.add_parser("report", help="print the results table (and plot it)")
     p.add_argument("results_csv", nargs="?", default=DEFAULT_RESULTS)

@@ -87,10 +87,13 @@ def test_help_lists_commands(capsys) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert all(command in out for command in ("pretrain", "knn", "report"))
+    assert all(command in out for command in ("pretrain", "knn", "export", "report"))
 
 
-@pytest.mark.parametrize("script, command", [("pretrain.py", "pretrain"), ("knn_eval.py", "knn")])
+@pytest.mark.parametrize(
+    "script, command",
+    [("pretrain.py", "pretrain"), ("knn_eval.py", "knn"), ("export_checkpoint.py", "export")],
+)
 def test_tools_scripts_are_the_commands(script: str, command: str) -> None:
     """``python tools/<script> --help`` from a checkout, as the README shows it."""
     tool = Path(__file__).resolve().parents[1] / "tools" / script

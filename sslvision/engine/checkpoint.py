@@ -84,17 +84,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, rename.
+    """Write ``state``, stamped with the format and package version, to ``path`` atomically."""
+    return atomic_save({"format": FORMAT_VERSION, "version": sslvision.__version__, **state}, path)
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to ``path`` atomically: temp file in the same folder, fsync, rename.
 
     A crash at any moment leaves either the previous file or the new one, never a torn file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT_VERSION, "version": sslvision.__version__, **state}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; checkpoints are shared

@@ -1,0 +1,93 @@
+"""A pretrained backbone leaves sslvision as a plain state dict that torchvision and timm load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
+
+from sslvision.cli import main
+from sslvision.config import config_from_dict
+from sslvision.engine.export import default_export_path, export_backbone
+from sslvision.engine.trainer import train
+from sslvision.eval.encoders import load_encoder
+
+
+def pretrain(tmp_path: Path, backbone: str, small_stem: bool = False) -> Path:
+    """A one-step SimCLR checkpoint of ``backbone`` on synthetic 32 px images."""
+    cfg = config_from_dict(
+        {
+            "output_dir": str(tmp_path / "runs"),
+            "data": {"dataset": "synthetic", "image_size": 32, "num_images": 16, "num_workers": 0},
+            "augment": {"size": 32},
+            "model": {"backbone": backbone, "small_stem": small_stem},
+            "method": {"name": "simclr", "proj_hidden_dim": 16, "proj_output_dim": 8},
+            "train": {"epochs": 1, "max_steps": 1, "batch_size": 4, "progress_bar": False},
+        }
+    )
+    return train(cfg).checkpoint
+
+
+def same_features(exported: nn.Module, checkpoint: Path) -> bool:
+    """Whether ``exported`` computes what sslvision's evaluators compute from ``checkpoint``."""
+    reference = load_encoder(str(checkpoint)).backbone.eval()
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return torch.allclose(exported.eval()(images), reference(images))
+
+
+def test_torchvision_loads_the_export_with_only_the_classifier_missing(tmp_path: Path) -> None:
+    checkpoint = pretrain(tmp_path, "resnet18")
+    record = export_backbone(checkpoint)
+    out = default_export_path(checkpoint)
+    assert record["out"] == str(out) and out.name == "last.backbone.pt"
+    weights = torch.load(out, weights_only=True)
+    assert all(isinstance(tensor, torch.Tensor) for tensor in weights.values())
+    assert record["tensors"] == len(weights) and record["step"] == 1
+
+    model = torchvision.models.resnet18()
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and unexpected == []
+    model.fc = nn.Identity()
+    assert same_features(model, checkpoint)
+
+
+def test_timm_loads_the_export_strictly(tmp_path: Path) -> None:
+    checkpoint = pretrain(tmp_path, "timm:resnet18")
+    record = export_backbone(checkpoint, tmp_path / "exported" / "timm_resnet18.pt")
+    assert record["load_with"] == "timm.create_model('resnet18', num_classes=0)"
+    model = timm.create_model("resnet18", num_classes=0)
+    model.load_state_dict(torch.load(tmp_path / "exported" / "timm_resnet18.pt", weights_only=True))
+    assert same_features(model, checkpoint)
+
+
+def test_the_cli_exports_names_a_small_stem_and_records_it(tmp_path: Path, capsys) -> None:
+    checkpoint = pretrain(tmp_path, "resnet18", small_stem=True)
+    out = tmp_path / "small_stem.pt"
+    argv = ["export", str(checkpoint), "--out", str(out), "--json"]
+    assert main([*argv, "--results-csv", str(tmp_path / "results.csv")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("exported the resnet18 backbone of a simclr checkpoint (step 1)")
+    assert "3x3 stride-1 conv1 and no max-pool" in printed[2]
+    assert json.loads(printed[-1])["small_stem"] is True
+
+    model = torchvision.models.resnet18()
+    model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    model.maxpool, model.fc = nn.Identity(), nn.Identity()
+    model.load_state_dict(torch.load(out, weights_only=True))
+    assert same_features(model, checkpoint)
+
+
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"], ids=["missing", "unreadable"])
+def test_a_bad_checkpoint_is_named(tmp_path: Path, capsys, content: bytes | None) -> None:
+    path = tmp_path / "last.pt"
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["export", str(path), "--results-csv", str(tmp_path / "r.csv")]) == 2
+    assert str(path) in capsys.readouterr().err
+    assert not default_export_path(path).exists()
