@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import types
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -146,3 +147,40 @@ def load_benchmark() -> Iterator[Callable[[str], types.ModuleType]]:
     yield load
     for name in loaded:
         del sys.modules[name]
+
+
+def _write_voc(root: Path, images: dict, split: str = "train") -> Path:
+    """A VOC-layout folder (JPEGImages/ with PNG content, Annotations/, ImageSets/Main/).
+
+    ``images`` maps a stem to (width, height, [(class, xmin, ymin, xmax, ymax, difficult), ...]);
+    each box is painted in a colour of its class on a dark image, so a detector can learn them.
+    """
+    from torchvision.io import write_png
+
+    for folder in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    classes = sorted({obj[0] for _, _, objects in images.values() for obj in objects})
+    for stem, (width, height, objects) in images.items():
+        image = torch.full((3, height, width), 20, dtype=torch.uint8)
+        annotation = ET.Element("annotation")
+        ET.SubElement(annotation, "filename").text = f"{stem}.png"
+        for name, *box, difficult in objects:
+            x0, y0, x1, y1 = box
+            image[classes.index(name) % 3, y0:y1, x0:x1] = 230
+            obj = ET.SubElement(annotation, "object")
+            ET.SubElement(obj, "name").text = name
+            ET.SubElement(obj, "difficult").text = str(int(difficult))
+            bndbox = ET.SubElement(obj, "bndbox")
+            for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True):
+                ET.SubElement(bndbox, tag).text = str(value)
+        write_png(image, str(root / "JPEGImages" / f"{stem}.png"))
+        ET.ElementTree(annotation).write(root / "Annotations" / f"{stem}.xml")
+    listing = root / "ImageSets" / "Main" / f"{split}.txt"
+    listing.write_text("\n".join(images) + "\n")
+    return root
+
+
+@pytest.fixture
+def write_voc() -> Callable[..., Path]:
+    """Writes a small VOC-layout dataset: ``write_voc(root, images, split="train")``."""
+    return _write_voc

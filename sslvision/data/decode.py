@@ -46,18 +46,23 @@ def read_image_uint8(path: str | Path, size: int) -> torch.Tensor:
     """
     if size <= 0:
         raise ValueError(f"image size must be a positive integer, got {size}")
+    image = read_image_rgb(path)
+    if tuple(image.shape[-2:]) != (size, size):
+        image = resize(image, [size, size], antialias=True)
+    return image.contiguous()
+
+
+def read_image_rgb(path: str | Path) -> torch.Tensor:
+    """Read ``path`` as 8-bit RGB (3, H, W) at its own size; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise CorruptImageError(path, "no such file")
     if path.stat().st_size == 0:
         raise CorruptImageError(path, "file is empty (0 bytes)")
-
     image = _decode_rgb(path)
     if image.dtype == torch.uint16:
         image = to_dtype(image, torch.uint8, scale=True)
-    if tuple(image.shape[-2:]) != (size, size):
-        image = resize(image, [size, size], antialias=True)
-    return image.contiguous()
+    return image
 
 
 def _decode_rgb(path: Path) -> torch.Tensor:
