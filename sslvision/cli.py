@@ -118,6 +118,45 @@ def _report(args: argparse.Namespace) -> None:
         print(f"plot: {plot_results(table, metric, args.plot)}")
 
 
+def _detect(args: argparse.Namespace) -> None:
+    from sslvision.config import ConfigError
+    from sslvision.data.detection import coco_detection, voc_detection
+    from sslvision.eval.detection import run_detection
+    from sslvision.eval.encoders import load_encoder
+
+    if args.voc:
+        train_set = voc_detection(args.voc, args.train_split)
+        val_set = voc_detection(args.voc, args.val_split, classes=train_set.classes)
+    elif args.coco_train and args.coco_val:
+        root = args.image_root or str(Path(args.coco_train).resolve().parent)
+        train_set = coco_detection(args.coco_train, root)
+        val_set = coco_detection(args.coco_val, root, classes=train_set.classes)
+    else:
+        raise ConfigError("give --voc ROOT, or both --coco-train and --coco-val")
+    encoder = load_encoder(args.encoder, backbone=args.backbone, small_stem=args.small_stem)
+    record = run_detection(
+        encoder,
+        train_set,
+        val_set,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        trainable_layers=args.trainable_layers,
+        norm=args.norm,
+        num_workers=args.num_workers,
+        seed=args.seed,
+    )
+    if args.label:
+        record["label"] = args.label
+    print(
+        f"detection: AP50 {100 * record['ap50']:.2f}  AP {100 * record['ap']:.2f}  "
+        f"({args.encoder}, {record['steps']} steps on {record['num_train']} images)"
+    )
+    _finish(record, args)
+
+
 def _curves(args: argparse.Namespace) -> None:
     from sslvision.eval.plots import plot_curves
 
@@ -173,6 +212,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_knn)
 
     p = commands.add_parser(
+        "detect",
+        help="detection transfer: fine-tune Faster R-CNN + FPN on the backbone, report AP50",
+        description="Fine-tune a Faster R-CNN with FPN on the encoder's ResNet (frozen BN) and "
+        "report COCO-protocol AP50 and AP. Example: sslvision detect "
+        "runs/densecl-imagenette64/checkpoints/last.pt --voc /data/det_fruits --steps 1000",
+    )
+    p.add_argument("encoder", help="checkpoint path | random | torchvision weight name")
+    p.add_argument("--voc", default="", help="a VOC-layout root (Annotations/, ImageSets/Main/)")
+    p.add_argument("--train-split", default="train", help="VOC split to train on")
+    p.add_argument("--val-split", default="test", help="VOC split to evaluate on")
+    p.add_argument("--coco-train", default="", help="COCO detection JSON to train on")
+    p.add_argument("--coco-val", default="", help="COCO detection JSON to evaluate on")
+    p.add_argument(
+        "--image-root", default="", help="COCO file_name base (default: the train JSON's folder)"
+    )
+    p.add_argument("--steps", type=int, default=1000, help="fine-tuning steps")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument(
+        "--lr", type=float, default=0.005, help="peak SGD learning rate (0.02 per 16 images)"
+    )
+    p.add_argument("--norm", default="batch", choices=("batch", "frozen"), help="backbone BN")
+    p.add_argument("--min-size", type=int, default=320, help="shorter image side for the detector")
+    p.add_argument("--max-size", type=int, default=512, help="longer image side at most")
+    p.add_argument(
+        "--trainable-layers", type=int, default=3, help="ResNet stages fine-tuned, 0-5 (3)"
+    )
+    p.add_argument("--backbone", default="resnet18", help="for random/weights encoders")
+    p.add_argument("--small-stem", action="store_true", help="for random/weights encoders")
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="seed of the heads' init and the order")
+    p.add_argument("--label", default="", help="a name for this row in the results table")
+    _add_result_flags(p)
+    p.set_defaults(func=_detect)
+
+    p = commands.add_parser(
         "export",
         help="write a checkpoint's backbone as a plain torchvision/timm state dict",
         description="Export the pretrained backbone for use outside sslvision: a file of tensors "
@@ -209,13 +283,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from sslvision.config import ConfigError
     from sslvision.data.decode import CorruptImageError
+    from sslvision.data.detection import AnnotationError
     from sslvision.engine.checkpoint import CheckpointError
     from sslvision.engine.trainer import NonFiniteLossError
     from sslvision.eval.plots import PlotError
 
     try:
         args.func(args)
-    except (ConfigError, CorruptImageError, CheckpointError, FileNotFoundError, PlotError) as exc:
+    except (
+        ConfigError,
+        CorruptImageError,
+        AnnotationError,
+        CheckpointError,
+        FileNotFoundError,
+        PlotError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:

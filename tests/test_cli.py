@@ -87,7 +87,7 @@ def test_help_lists_commands(capsys) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert all(command in out for command in ("pretrain", "knn", "export", "report"))
+    assert all(command in out for command in ("pretrain", "knn", "detect", "export", "report"))
 
 
 @pytest.mark.parametrize(
