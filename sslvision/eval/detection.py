@@ -30,7 +30,9 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from sslvision.backbones import TIMM_PREFIX
+from sslvision.config import ConfigError
 from sslvision.data.detection import DetectionDataset, collate_detection
+from sslvision.engine.trainer import NonFiniteLossError
 from sslvision.eval.encoders import Encoder
 
 # "batch": BatchNorm on batch statistics, fine-tuned, as the MoCo detection transfer (SyncBN);
@@ -63,10 +65,10 @@ def build_detector(
     normalised with the encoder's own mean and std, as in pretraining.
     """
     if norm not in NORM_LAYERS:
-        raise ValueError(f"unknown norm '{norm}'; choose one of {', '.join(NORM_LAYERS)}")
+        raise ConfigError(f"unknown norm '{norm}'; choose one of {', '.join(NORM_LAYERS)}")
     backbone = encoder.backbone
     if backbone.name.startswith(TIMM_PREFIX) or not hasattr(backbone.model, "layer4"):
-        raise ValueError(
+        raise ConfigError(
             f"detection transfer needs a ResNet-style torchvision backbone, not '{backbone.name}'"
         )
     fpn = resnet_fpn_backbone(
@@ -143,7 +145,10 @@ def train_detector(
         targets = [{k: v.to(device) for k, v in t.items() if k != "ignore"} for t in targets]
         loss = sum(model(images, targets).values())
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"detection fine-tuning: loss is {loss.item()} at step {step}")
+            raise NonFiniteLossError(
+                f"detection fine-tuning: the loss is {loss.item()} at step {step}; "
+                "try a lower --lr (or --norm batch for a random init)"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

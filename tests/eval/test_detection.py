@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from sslvision.cli import main
+from sslvision.config import ConfigError
 from sslvision.data.detection import DetectionDataset, DetectionRecord, voc_detection
 from sslvision.eval.detection import build_detector, coco_ap, run_detection
 from sslvision.eval.encoders import load_encoder
@@ -76,7 +77,7 @@ def test_a_small_stem_and_a_timm_backbone(tmp_path: Path) -> None:
     small = build_detector(load_encoder("random", small_stem=True), 1, min_size=64, max_size=64)
     assert small.backbone.body.conv1.kernel_size == (3, 3)
     assert isinstance(small.backbone.body.maxpool, nn.Identity)
-    with pytest.raises(ValueError, match="ResNet-style torchvision backbone, not 'timm:"):
+    with pytest.raises(ConfigError, match="ResNet-style torchvision backbone, not 'timm:"):
         build_detector(
             load_encoder("random", backbone="timm:resnet18"), 1, min_size=64, max_size=64
         )
@@ -134,6 +135,9 @@ def test_the_detect_command(squares_voc: Path, tmp_path: Path, capsys) -> None:
     assert json.loads(out[-1])["train_data"].endswith("train.txt")
     assert main(["detect", "random", *common]) == 2
     assert "give --voc ROOT, or both --coco-train and --coco-val" in capsys.readouterr().err
+    diverging = ["--voc", str(squares_voc), *common, "--steps", "5", "--lr", "1e12"]
+    assert main(["detect", "random", *diverging]) == 3
+    assert "detection fine-tuning: the loss is nan at step" in capsys.readouterr().err
 
 
 @pytest.mark.real
