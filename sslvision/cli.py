@@ -22,6 +22,15 @@ def _add_result_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_evaluator_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every evaluator shares: the encoder's build, loading, its row in the table."""
+    parser.add_argument("--backbone", default="resnet18", help="for random/weights encoders")
+    parser.add_argument("--small-stem", action="store_true", help="for random/weights encoders")
+    parser.add_argument("--num-workers", type=int, default=2, help="data loading processes")
+    parser.add_argument("--label", default="", help="a name for this row in the results table")
+    _add_result_flags(parser)
+
+
 def _finish(record: dict, args: argparse.Namespace) -> None:
     from sslvision.eval.results import append_result, format_json_record
 
@@ -199,22 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-data", required=True, help="the images to classify")
     p.add_argument("--k", type=int, nargs="+", default=[20, 200], help="neighbour counts")
     p.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(sim / T)")
-    p.add_argument("--backbone", default="resnet18", help="for random/weights encoders")
-    p.add_argument("--small-stem", action="store_true", help="for random/weights encoders")
+    _add_evaluator_flags(p)
     p.add_argument(
         "--image-size", type=int, default=None, help="load size (default: checkpoint's, else 32)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the 'random' encoder's init")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--label", default="", help="a name for this row in the results table")
-    _add_result_flags(p)
     p.set_defaults(func=_knn)
 
     p = commands.add_parser(
         "detect",
         help="detection transfer: fine-tune Faster R-CNN + FPN on the backbone, report AP50",
-        description="Fine-tune a Faster R-CNN with FPN on the encoder's ResNet (frozen BN) and "
+        description="Fine-tune a Faster R-CNN with FPN on the encoder's ResNet and "
         "report COCO-protocol AP50 and AP. Example: sslvision detect "
         "runs/densecl-imagenette64/checkpoints/last.pt --voc /data/det_fruits --steps 1000",
     )
@@ -238,12 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--trainable-layers", type=int, default=3, help="ResNet stages fine-tuned, 0-5 (3)"
     )
-    p.add_argument("--backbone", default="resnet18", help="for random/weights encoders")
-    p.add_argument("--small-stem", action="store_true", help="for random/weights encoders")
-    p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="seed of the heads' init and the order")
-    p.add_argument("--label", default="", help="a name for this row in the results table")
-    _add_result_flags(p)
+    _add_evaluator_flags(p)
     p.set_defaults(func=_detect)
 
     p = commands.add_parser(
