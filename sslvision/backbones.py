@@ -41,7 +41,7 @@ class Backbone(nn.Module):
         return self.pool(self.forward_features(x))
 
 
-def _small_stem(model: nn.Module, name: str) -> None:
+def apply_small_stem(model: nn.Module, name: str) -> None:
     """CIFAR-style stem: a 3x3 stride-1 first conv and no max-pool (keeps 32 px maps useful)."""
     conv = getattr(model, "conv1", None)
     if not isinstance(conv, nn.Conv2d) or not hasattr(model, "maxpool"):
@@ -86,5 +86,5 @@ def build_backbone(name: str, *, small_stem: bool = False, weights: str | None =
     else:
         model, dim = _torchvision_model(name, weights)
     if small_stem:
-        _small_stem(model, name)
+        apply_small_stem(model, name)
     return Backbone(name, model, dim)

@@ -34,6 +34,8 @@ def _add_evaluator_flags(parser: argparse.ArgumentParser) -> None:
 def _finish(record: dict, args: argparse.Namespace) -> None:
     from sslvision.eval.results import append_result, format_json_record
 
+    if getattr(args, "label", ""):  # the evaluators' --label names their row
+        record["label"] = args.label
     append_result(record, args.results_csv)
     if args.json:
         print(format_json_record(record))
@@ -81,8 +83,6 @@ def _knn(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
     )
-    if args.label:
-        record["label"] = args.label
     for k in args.k:
         print(
             f"kNN k={k}: top-1 {100 * record[f'knn_top1_k{k}']:.2f}%  "
@@ -157,8 +157,6 @@ def _detect(args: argparse.Namespace) -> None:
         num_workers=args.num_workers,
         seed=args.seed,
     )
-    if args.label:
-        record["label"] = args.label
     print(
         f"detection: AP50 {100 * record['ap50']:.2f}  AP {100 * record['ap']:.2f}  "
         f"({args.encoder}, {record['steps']} steps on {record['num_train']} images)"

@@ -86,6 +86,18 @@ def _label_of(name: str, classes: list[str], where: str) -> int:
     return classes.index(name) + 1
 
 
+def _record(
+    image: Path, objects: Sequence[tuple[str, tuple, bool]], classes: list[str], where: str
+) -> DetectionRecord:
+    """A record from (class name, box, ignore) triples; an unknown class names ``where``."""
+    return DetectionRecord(
+        image,
+        tuple(box for _, box, _ in objects),
+        tuple(_label_of(name, classes, where) for name, _, _ in objects),
+        tuple(ignore for _, _, ignore in objects),
+    )
+
+
 def voc_detection(
     root: str | Path, split: str, classes: Sequence[str] | None = None
 ) -> DetectionDataset:
@@ -124,15 +136,7 @@ def voc_detection(
     names = (
         list(classes) if classes is not None else sorted({o[0] for *_, ob in parsed for o in ob})
     )
-    records = [
-        DetectionRecord(
-            image,
-            tuple(box for _, box, _ in objects),
-            tuple(_label_of(name, names, str(xml_path)) for name, _, _ in objects),
-            tuple(difficult for _, _, difficult in objects),
-        )
-        for image, xml_path, objects in parsed
-    ]
+    records = [_record(image, objects, names, str(xml_path)) for image, xml_path, objects in parsed]
     return DetectionDataset(records, names, f"{listing}")
 
 
@@ -165,12 +169,7 @@ def coco_detection(
         raise AnnotationError(f"{annotations} is not COCO detection JSON: {error!r}") from None
     names = list(classes) if classes is not None else [categories[k] for k in sorted(categories)]
     records = [
-        DetectionRecord(
-            Path(image_root) / images[image_id],
-            tuple(box for _, box, _ in found),
-            tuple(_label_of(name, names, str(annotations)) for name, _, _ in found),
-            tuple(ignore for _, _, ignore in found),
-        )
+        _record(Path(image_root) / images[image_id], found, names, str(annotations))
         for image_id, found in objects.items()
     ]
     return DetectionDataset(records, names, str(annotations))

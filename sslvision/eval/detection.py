@@ -2,11 +2,12 @@
 
 The protocol of the MoCo/DenseCL/PixPro transfer studies, scaled to a budget: the encoder's
 ResNet becomes the body of torchvision's Faster R-CNN + FPN (Ren et al. 2015, Lin et al. 2017),
-its BatchNorm frozen with the pretrained statistics (batches of a few images cannot estimate
-them), the stem and ``layer1`` frozen as well by default (``trainable_layers=3``, Detectron2's
-``FREEZE_AT=2``). The detector is trained with SGD for a number of steps on a VOC- or COCO-format
-training set and evaluated with the COCO protocol (pycocotools): AP50 (AP at IoU 0.5, the VOC
-metric the papers report) and AP (IoU 0.5:0.95). Objects marked difficult or crowd are ignored.
+its BatchNorm fine-tuned on batch statistics (``norm="batch"``, as the MoCo transfer's SyncBN) or
+kept at the pretrained statistics (``norm="frozen"``), the stem and ``layer1`` frozen by default
+(``trainable_layers=3``, Detectron2's ``FREEZE_AT=2``). The detector is trained with SGD for a
+number of steps on a VOC- or COCO-format training set and evaluated with the COCO protocol
+(pycocotools): AP50 (AP at IoU 0.5, the VOC metric the papers report) and AP (IoU 0.5:0.95).
+Objects marked difficult or crowd are ignored.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from sslvision.backbones import TIMM_PREFIX
+from sslvision.backbones import TIMM_PREFIX, apply_small_stem
 from sslvision.config import ConfigError
 from sslvision.data.detection import DetectionDataset, collate_detection
 from sslvision.engine.trainer import NonFiniteLossError
@@ -78,8 +79,7 @@ def build_detector(
         trainable_layers=trainable_layers,
     )
     if not isinstance(backbone.model.maxpool, nn.MaxPool2d):  # model.small_stem
-        fpn.body.conv1 = nn.Conv2d(3, fpn.body.conv1.out_channels, 3, 1, 1, bias=False)
-        fpn.body.maxpool = nn.Identity()
+        apply_small_stem(fpn.body, backbone.name)
         fpn.body.conv1.requires_grad_(trainable_layers == 5)
     missing, unexpected = fpn.body.load_state_dict(backbone.model.state_dict(), strict=False)
     unexpected = [k for k in unexpected if not k.endswith("num_batches_tracked")]
