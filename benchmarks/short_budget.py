@@ -39,7 +39,8 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "imagenette_64"
 if importlib.util.find_spec("sslvision") is None:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from sslvision.config import ConfigError, load_config  # noqa: E402
+from sslvision.config import load_config  # noqa: E402
+from sslvision.errors import ConfigError  # noqa: E402
 from sslvision.eval.results import append_result  # noqa: E402
 
 # 150 steps of 128 (two epochs of Imagenette's 9,469 images) on a 3-epoch schedule, 2.5-4.5 minutes

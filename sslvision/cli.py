@@ -128,8 +128,8 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _detect(args: argparse.Namespace) -> None:
-    from sslvision.config import ConfigError
     from sslvision.data.detection import coco_detection, voc_detection
+    from sslvision.errors import ConfigError
     from sslvision.eval.detection import run_detection
     from sslvision.eval.encoders import load_encoder
 
@@ -280,28 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sslvision`` console script."""
     args = build_parser().parse_args(argv)
-    from sslvision.config import ConfigError
-    from sslvision.data.decode import CorruptImageError
-    from sslvision.data.detection import AnnotationError
-    from sslvision.engine.checkpoint import CheckpointError
-    from sslvision.engine.trainer import NonFiniteLossError
-    from sslvision.eval.plots import PlotError
+    from sslvision.errors import UserError
 
     try:
         args.func(args)
-    except (
-        ConfigError,
-        CorruptImageError,
-        AnnotationError,
-        CheckpointError,
-        FileNotFoundError,
-        PlotError,
-    ) as exc:
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except FileNotFoundError as exc:  # a path the user typed
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
     return 0
 
 

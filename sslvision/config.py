@@ -19,13 +19,10 @@ from typing import Any
 import yaml
 
 from sslvision.augment.spec import ViewGroup
+from sslvision.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ConfigError(ValueError):
-    """A recipe or override that does not fit the schema."""
 
 
 class _Yaml12Loader(yaml.SafeLoader):

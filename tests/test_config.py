@@ -7,7 +7,6 @@ import pytest
 from sslvision.augment.spec import ViewGroup
 from sslvision.config import (
     Config,
-    ConfigError,
     OptimConfig,
     config_from_dict,
     load_config,
@@ -15,6 +14,7 @@ from sslvision.config import (
     save_config,
     to_dict,
 )
+from sslvision.errors import ConfigError
 from sslvision.methods.simclr import SimCLRConfig
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("**/*.yaml"))

@@ -15,26 +15,14 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import resize, to_dtype
 
+from sslvision.errors import CorruptImageError
+
 # torchvision's decoder handles JPEG, PNG, GIF and WebP. BMP and TIFF are valid image-folder
 # extensions it cannot read, so only those formats (recognised by their magic bytes) go
 # through Pillow.
 _PILLOW_ONLY_MAGIC = (b"BM", b"II*\x00", b"MM\x00*")
 # torchvision prefixes its errors with "<function>, <source file>:<line>, ".
 _TORCHVISION_ERROR_PREFIX = re.compile(r"^[^,]+, \S+:\d+, ")
-
-
-class CorruptImageError(ValueError):
-    """An image file that is missing, empty or cannot be decoded."""
-
-    def __init__(self, path: str | Path, reason: str | None = None) -> None:
-        if reason is None:  # re-raised by a DataLoader worker: the message is its traceback
-            self.path, self.reason = "", ""
-            last_line = str(path).rstrip().splitlines()[-1]
-            super().__init__(last_line.split(f"{type(self).__name__}: ", 1)[-1])
-            return
-        self.path = str(Path(path).absolute())
-        self.reason = reason
-        super().__init__(f"cannot read image {self.path}: {reason}")
 
 
 def read_image_uint8(path: str | Path, size: int) -> torch.Tensor:

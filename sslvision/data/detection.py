@@ -22,10 +22,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from sslvision.data.decode import read_image_rgb
-
-
-class AnnotationError(ValueError):
-    """An annotation file that cannot be read as detection data; the message names the file."""
+from sslvision.errors import AnnotationError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from sslvision.data.decode import CorruptImageError, read_image_uint8
+from sslvision.data.decode import read_image_uint8
+from sslvision.errors import CorruptImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 

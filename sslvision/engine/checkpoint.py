@@ -20,13 +20,10 @@ import torch
 import torch.distributed as dist
 
 import sslvision
+from sslvision.errors import CheckpointError
 from sslvision.nn.distributed import is_distributed
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit this run."""
 
 
 def rng_state() -> dict[str, Any]:

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from sslvision.config import ConfigError, MonitorConfig
+from sslvision.config import MonitorConfig
 from sslvision.data.spec import dataset_from_spec
+from sslvision.errors import ConfigError
 from sslvision.eval.knn_eval import knn_on_splits
 
 Batches = list[tuple[Tensor, Tensor]]

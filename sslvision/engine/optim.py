@@ -8,7 +8,8 @@ import torch
 from timm.optim import Lars
 from torch import nn
 
-from sslvision.config import ConfigError, OptimConfig
+from sslvision.config import OptimConfig
+from sslvision.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 LR_SCALINGS = ("linear", "sqrt", "none")

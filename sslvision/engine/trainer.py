@@ -24,11 +24,10 @@ from tqdm.auto import tqdm
 from sslvision.augment.pipeline import ViewPipeline
 from sslvision.augment.recipes import RECIPES
 from sslvision.augment.spec import ViewGroup
-from sslvision.config import Config, ConfigError, save_config, to_dict
+from sslvision.config import Config, save_config, to_dict
 from sslvision.data.build import build_dataset, load_class_list
 from sslvision.data.sampler import ResumableSampler
 from sslvision.engine.checkpoint import (
-    CheckpointError,
     gather_from_every_process,
     load_checkpoint,
     rng_state,
@@ -39,13 +38,10 @@ from sslvision.engine.knn_monitor import KNNMonitor, check_monitor_config
 from sslvision.engine.metrics import METRIC_COLUMNS, MetricsLogger
 from sslvision.engine.optim import build_optimizer
 from sslvision.engine.schedule import build_scheduler
+from sslvision.errors import CheckpointError, ConfigError, NonFiniteError
 from sslvision.methods.base import Progress
 from sslvision.methods.registry import build_method, method_class
 from sslvision.nn.queue import process_local_buffers
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stopped without saving the bad state."""
 
 
 @dataclass
@@ -252,7 +248,7 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
         bad = min((b for b in accelerator.gather(bad_step[None]).tolist() if b >= 0), default=-1)
         if bad >= 0:
             kept = f"the last good checkpoint is {last_path}" if last_path.exists() else "none"
-            raise NonFiniteLossError(
+            raise NonFiniteError(
                 f"the loss became NaN or infinite at step {bad}; training stopped and nothing "
                 f"after the previous checkpoint was saved ({kept}). Lower optim.base_lr, enable "
                 f"train.grad_clip, or check the data."

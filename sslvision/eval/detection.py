@@ -31,9 +31,8 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from sslvision.backbones import TIMM_PREFIX, apply_small_stem
-from sslvision.config import ConfigError
 from sslvision.data.detection import DetectionDataset, collate_detection
-from sslvision.engine.trainer import NonFiniteLossError
+from sslvision.errors import ConfigError, NonFiniteError
 from sslvision.eval.encoders import Encoder
 
 # "batch": BatchNorm on batch statistics, fine-tuned, as the MoCo detection transfer (SyncBN);
@@ -145,7 +144,7 @@ def train_detector(
         targets = [{k: v.to(device) for k, v in t.items() if k != "ignore"} for t in targets]
         loss = sum(model(images, targets).values())
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(
+            raise NonFiniteError(
                 f"detection fine-tuning: the loss is {loss.item()} at step {step}; "
                 "try a lower --lr (or --norm batch for a random init)"
             )

@@ -12,9 +12,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-
-class PlotError(ValueError):
-    """A plot asked for a column or run that the data does not have."""
+from sslvision.errors import PlotError
 
 
 def plot_results(table: pd.DataFrame, metric: str, out: str | Path) -> Path:

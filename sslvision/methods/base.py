@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from sslvision.augment.spec import ViewGroup
 from sslvision.augment.views import Views
 from sslvision.backbones import Backbone
-from sslvision.config import ConfigError, MethodConfig
+from sslvision.config import MethodConfig
+from sslvision.errors import ConfigError
 
 
 def apply_by_size(fn: Callable[[Tensor], Tensor], images: Sequence[Tensor]) -> list[Tensor]:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from sslvision.augment.views import Views
 from sslvision.backbones import Backbone
-from sslvision.config import ConfigError
+from sslvision.errors import ConfigError
 from sslvision.losses.densecl import dense_info_nce, match_cells
 from sslvision.losses.infonce import info_nce
 from sslvision.methods.base import apply_by_size

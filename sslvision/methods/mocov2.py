@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from sslvision.augment.views import Views
 from sslvision.backbones import Backbone
-from sslvision.config import ConfigError
+from sslvision.errors import ConfigError
 from sslvision.losses.infonce import info_nce
 from sslvision.methods.base import apply_by_size
 from sslvision.methods.momentum import MomentumConfig, MomentumMethod

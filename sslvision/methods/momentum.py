@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from sslvision.backbones import Backbone
-from sslvision.config import ConfigError, MethodConfig
+from sslvision.config import MethodConfig
+from sslvision.errors import ConfigError
 from sslvision.methods.base import Method, Progress, apply_by_size
 from sslvision.nn.momentum import MOMENTUM_SCHEDULES, ema_update_, momentum_at, momentum_copy
 

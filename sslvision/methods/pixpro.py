@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from sslvision.augment.views import Views
 from sslvision.backbones import Backbone
-from sslvision.config import ConfigError
+from sslvision.errors import ConfigError
 from sslvision.losses.byol import normalized_mse
 from sslvision.losses.pixpro import pixpro_loss
 from sslvision.methods.base import apply_by_size

@@ -6,7 +6,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 from sslvision.backbones import build_backbone
-from sslvision.config import ConfigError, MethodConfig
+from sslvision.config import MethodConfig
+from sslvision.errors import ConfigError
 
 if TYPE_CHECKING:
     from sslvision.config import Config

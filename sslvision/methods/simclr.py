@@ -15,7 +15,8 @@ from torch import Tensor
 
 from sslvision.augment.views import Views
 from sslvision.backbones import Backbone
-from sslvision.config import ConfigError, MethodConfig
+from sslvision.config import MethodConfig
+from sslvision.errors import ConfigError
 from sslvision.losses.dcl import dcl
 from sslvision.losses.ntxent import nt_xent
 from sslvision.losses.supcon import supcon

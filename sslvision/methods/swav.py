@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from sslvision.augment.views import Views
 from sslvision.backbones import Backbone
-from sslvision.config import ConfigError, MethodConfig
+from sslvision.config import MethodConfig
+from sslvision.errors import ConfigError
 from sslvision.losses.swav import sinkhorn_knopp, swapped_prediction_loss
 from sslvision.methods.base import Method, Progress, apply_by_size
 from sslvision.methods.registry import register_method

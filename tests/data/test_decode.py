@@ -8,7 +8,8 @@ import pytest
 import torch
 from torchvision.io import write_jpeg, write_png
 
-from sslvision.data.decode import CorruptImageError, read_image_uint8
+from sslvision.data.decode import read_image_uint8
+from sslvision.errors import CorruptImageError
 
 # The test images are written with torchvision's (deprecated in 0.29) encoders.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from sslvision.data.detection import AnnotationError, coco_detection, voc_detection
+from sslvision.data.detection import coco_detection, voc_detection
+from sslvision.errors import AnnotationError
 
 # image stem -> (width, height, [(class, xmin, ymin, xmax, ymax, difficult), ...])
 IMAGES = {

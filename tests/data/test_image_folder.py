@@ -7,9 +7,9 @@ import pytest
 import torch
 from torchvision.io import write_png
 
-from sslvision.data.decode import CorruptImageError
 from sslvision.data.image_folder import ImageFolderDataset
 from sslvision.data.spec import dataset_from_spec
+from sslvision.errors import CorruptImageError
 
 # The test images are written with torchvision's (deprecated in 0.29) encoder.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")

@@ -16,13 +16,13 @@ import torch
 import sslvision
 from sslvision.engine.checkpoint import (
     FORMAT_VERSION,
-    CheckpointError,
     backbone_state,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from sslvision.errors import CheckpointError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

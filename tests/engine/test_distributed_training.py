@@ -19,7 +19,8 @@ import yaml
 from sslvision.config import config_from_dict
 from sslvision.engine import trainer
 from sslvision.engine.checkpoint import load_checkpoint
-from sslvision.engine.trainer import NonFiniteLossError, train
+from sslvision.engine.trainer import train
+from sslvision.errors import NonFiniteError
 from sslvision.methods.mocov2 import MoCoV2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,7 +180,7 @@ def _nan_on_rank_one_at_step_six(rank: int, world_size: int, out_dir: Path) -> N
     recipe["checkpoint"] = {"save_every_steps": 2, "keep_every_epochs": 0}
     try:
         train(config_from_dict(recipe))
-    except NonFiniteLossError as error:
+    except NonFiniteError as error:
         (out_dir / f"rank{rank}.txt").write_text(str(error))
 
 

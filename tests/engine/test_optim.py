@@ -7,8 +7,9 @@ import torch
 from timm.optim import Lars
 from torch import nn
 
-from sslvision.config import ConfigError, OptimConfig
+from sslvision.config import OptimConfig
 from sslvision.engine.optim import build_optimizer, param_groups, scaled_lr
+from sslvision.errors import ConfigError
 
 
 def tiny_model() -> nn.Module:

@@ -14,10 +14,11 @@ import pytest
 import torch
 import yaml
 
-from sslvision.config import ConfigError, MonitorConfig, config_from_dict
+from sslvision.config import MonitorConfig, config_from_dict
 from sslvision.engine.checkpoint import load_checkpoint
 from sslvision.engine.knn_monitor import KNNMonitor
-from sslvision.engine.trainer import NonFiniteLossError, train
+from sslvision.engine.trainer import train
+from sslvision.errors import ConfigError, NonFiniteError
 from sslvision.eval.encoders import load_encoder
 from sslvision.eval.knn_eval import run_knn
 from sslvision.methods.simclr import SimCLR
@@ -168,7 +169,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     monkeypatch.setattr(SimCLR, "training_step", poisoned)
     recipe = tiny_recipe(tmp_path, log_every=100)
     recipe["checkpoint"] = {"save_every_steps": 2, "keep_every_epochs": 0}
-    with pytest.raises(NonFiniteLossError, match="at step 5"):
+    with pytest.raises(NonFiniteError, match="at step 5"):
         train(config_from_dict(recipe))
     ckpt = load_checkpoint(tmp_path / "tiny" / "checkpoints" / "last.pt")
     assert ckpt["step"] == 4

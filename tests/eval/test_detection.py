@@ -12,8 +12,8 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from sslvision.cli import main
-from sslvision.config import ConfigError
 from sslvision.data.detection import DetectionDataset, DetectionRecord, voc_detection
+from sslvision.errors import ConfigError
 from sslvision.eval.detection import build_detector, coco_ap, run_detection
 from sslvision.eval.encoders import load_encoder
 

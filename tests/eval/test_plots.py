@@ -9,7 +9,8 @@ import pytest
 from torchvision.io import decode_image
 
 from sslvision.cli import main
-from sslvision.eval.plots import PlotError, plot_curves, plot_results
+from sslvision.errors import PlotError
+from sslvision.eval.plots import plot_curves, plot_results
 
 TABLE = pd.DataFrame(
     {

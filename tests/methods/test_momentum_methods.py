@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from sslvision.augment.views import Views
-from sslvision.config import ConfigError, config_from_dict
+from sslvision.config import config_from_dict
+from sslvision.errors import ConfigError
 from sslvision.methods.base import Progress
 from sslvision.methods.registry import build_method
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from sslvision.augment.views import Views
-from sslvision.config import ConfigError, config_from_dict
+from sslvision.config import config_from_dict
+from sslvision.errors import ConfigError
 from sslvision.losses.dcl import dcl
 from sslvision.losses.ntxent import nt_xent
 from sslvision.losses.supcon import supcon
