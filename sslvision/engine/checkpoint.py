@@ -80,6 +80,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def first_nonfinite(state: Any, where: str = "") -> str | None:
+    """The name of the first floating tensor in ``state`` (nested dicts and lists) holding a NaN
+    or an infinity, or None: a checkpoint must never keep a diverged run's weights or BN buffers."""
+    if isinstance(state, torch.Tensor):
+        bad = state.is_floating_point() and not bool(torch.isfinite(state).all())
+        return where or "tensor" if bad else None
+    if isinstance(state, dict):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return None
+    for key, value in items:
+        found = first_nonfinite(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state``, stamped with the format and package version, to ``path`` atomically."""
     return atomic_save({"format": FORMAT_VERSION, "version": sslvision.__version__, **state}, path)
@@ -111,16 +130,26 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a missing or unreadable file names itself."""
+def read_state_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``; a missing or unreadable file names itself."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+
+
+def is_training_checkpoint(state: Any) -> bool:
+    """Whether ``state`` (what :func:`read_state_file` returned) is a training checkpoint."""
+    return isinstance(state, dict) and "model" in state and "config" in state
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a training checkpoint (see :func:`read_state_file`) and check that it is one."""
+    state = read_state_file(path, map_location)
+    if not is_training_checkpoint(state):
         raise CheckpointError(f"{path} is not an sslvision checkpoint (no model/config entries)")
     return state
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from sslvision.config import Config, save_config, to_dict
 from sslvision.data.build import build_dataset, load_class_list
 from sslvision.data.sampler import ResumableSampler
 from sslvision.engine.checkpoint import (
+    first_nonfinite,
     gather_from_every_process,
     load_checkpoint,
     rng_state,
@@ -37,6 +39,8 @@ from sslvision.engine.checkpoint import (
 from sslvision.engine.knn_monitor import KNNMonitor, check_monitor_config
 from sslvision.engine.metrics import METRIC_COLUMNS, MetricsLogger
 from sslvision.engine.optim import build_optimizer
+from sslvision.engine.resume import check_resumable, restore_optimizer, resume_schedule
+from sslvision.engine.run_dir import claim_run_dir
 from sslvision.engine.schedule import build_scheduler
 from sslvision.errors import CheckpointError, ConfigError, NonFiniteError
 from sslvision.methods.base import Progress
@@ -112,14 +116,33 @@ def _accelerator(precision: str, grad_accum_steps: int) -> Accelerator:
     return accelerator
 
 
-def train(cfg: Config, resume: str | None = None) -> TrainResult:
-    """Pretrain ``cfg.method`` and return where the run and its last checkpoint are."""
-    tc = cfg.train
+def train(cfg: Config, resume: str | None = None, overwrite: bool = False) -> TrainResult:
+    """Pretrain ``cfg.method`` and return where the run and its last checkpoint are.
+
+    ``resume``: None for a fresh run, ``auto`` or a checkpoint path to continue one. A fresh run
+    into a directory that holds a checkpoint stops unless ``overwrite``.
+    """
     # accelerate keeps one precision per process; forget the previous run's so that runs with
     # different train.precision can follow each other (notebooks, benchmarks). The process group
     # (PartialState) is kept.
     AcceleratorState._reset_state()
-    accelerator = _accelerator(tc.precision, tc.grad_accum_steps)
+    accelerator = _accelerator(cfg.train.precision, cfg.train.grad_accum_steps)
+    start_from = resume_path(resume, cfg.run_dir)
+    check_monitor_config(cfg.monitor)
+    groups = resolve_views(cfg)
+    method_class(cfg.method.name).check_views(groups)
+    cfg.augment.views = groups
+    claim = (
+        claim_run_dir(cfg.run_dir, resuming=start_from is not None, overwrite=overwrite)
+        if accelerator.is_main_process
+        else nullcontext()
+    )
+    with claim:
+        return _train(cfg, accelerator, start_from)
+
+
+def _train(cfg: Config, accelerator: Accelerator, start_from: Path | None) -> TrainResult:
+    tc = cfg.train
     if tc.deterministic:
         torch.use_deterministic_algorithms(True)
     main = accelerator.is_main_process
@@ -127,13 +150,15 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
     set_seed(cfg.seed + rank)
     device = accelerator.device
     run_dir, ckpt_dir = cfg.run_dir, cfg.run_dir / "checkpoints"
-    start_from = resume_path(resume, run_dir)
-    check_monitor_config(cfg.monitor)
     knn_every = cfg.monitor.knn_every
-
-    groups = resolve_views(cfg)
-    method_class(cfg.method.name).check_views(groups)
-    cfg.augment.views = groups
+    groups = cfg.augment.views
+    # The method and the optimiser are checked before the data set is scanned (minutes on
+    # ImageNet), so a wrong method setting costs seconds.
+    method = build_method(cfg)
+    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+    method = method.to(memory_format=memory_format)
+    global_batch = tc.batch_size * world * tc.grad_accum_steps
+    optimizer = build_optimizer(method, cfg.optim, global_batch)
     dataset = build_dataset(
         cfg.data.dataset,
         cfg.data.path,
@@ -158,9 +183,6 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
     if tc.max_steps:
         total_steps = min(total_steps, tc.max_steps)
 
-    method = build_method(cfg)
-    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
-    method = method.to(memory_format=memory_format)
     pipeline = ViewPipeline(groups, cfg.augment.mean, cfg.augment.std).to(device)
     monitor = None
     if main and knn_every:
@@ -173,8 +195,6 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
             seed=cfg.seed,
             num_workers=cfg.data.num_workers,
         )
-    global_batch = tc.batch_size * world * tc.grad_accum_steps
-    optimizer = build_optimizer(method, cfg.optim, global_batch)
     scheduler = build_scheduler(
         optimizer,
         warmup_steps=round(cfg.optim.warmup_epochs * per_epoch),
@@ -191,22 +211,22 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
     if start_from is not None:
         # Loaded to the CPU: a gloo rank's device is cpu:N, which torch.load cannot map to.
         ckpt = load_checkpoint(start_from)
+        check_resumable(ckpt, cfg, world, start_from)
         method.load_state_dict(ckpt["model"])
         own = ckpt.get("process_local", [])  # this process's queues; "model" has rank 0's
         if rank < len(own):
             method.load_state_dict(own[rank], strict=False)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
+        restore_optimizer(optimizer, ckpt["optimizer"])
         if accelerator.scaler is not None and ckpt.get("scaler"):
             accelerator.scaler.load_state_dict(ckpt["scaler"])
         step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+        resume_schedule(scheduler, step)
         metrics = list(ckpt["metrics"])
         restore_rng = ckpt["rng"][rank if rank < len(ckpt["rng"]) else 0]
         del ckpt
 
     logger = None
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         columns = (*METRIC_COLUMNS, "knn_top1") if knn_every else METRIC_COLUMNS
         logger = MetricsLogger(run_dir, metrics, step, columns)
@@ -252,6 +272,18 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
                 f"the loss became NaN or infinite at step {bad}; training stopped and nothing "
                 f"after the previous checkpoint was saved ({kept}). Lower optim.base_lr, enable "
                 f"train.grad_clip, or check the data."
+            )
+
+    def check_finite_state(state: dict[str, Any]) -> None:
+        # Every rank checks its own state (queues are per process) and all stop together.
+        bad = first_nonfinite({k: state[k] for k in ("model", "process_local", "optimizer")})
+        flags = accelerator.gather(torch.tensor([bad is not None], device=device)).tolist()
+        if any(flags):
+            kept = f"the last good checkpoint is {last_path}" if last_path.exists() else "none"
+            raise NonFiniteError(
+                f"step {step}: the state to checkpoint holds NaN or infinite values "
+                f"({bad or 'on another process'}); it was not saved ({kept}). Lower "
+                f"optim.base_lr, enable train.grad_clip, or check the data."
             )
 
     model.train()
@@ -320,6 +352,7 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
                         (epoch + 1, 0) if end_of_epoch else (epoch, batch_in_epoch)
                     )
                     state = checkpoint_state(next_epoch, next_batch)
+                    check_finite_state(state)
                     if main:
                         save_checkpoint(state, last_path)
                         keep = cfg.checkpoint.keep_every_epochs

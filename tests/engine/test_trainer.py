@@ -4,7 +4,10 @@ the in-training kNN monitor."""
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,10 +18,10 @@ import torch
 import yaml
 
 from sslvision.config import MonitorConfig, config_from_dict
-from sslvision.engine.checkpoint import load_checkpoint
+from sslvision.engine.checkpoint import first_nonfinite, load_checkpoint
 from sslvision.engine.knn_monitor import KNNMonitor
 from sslvision.engine.trainer import train
-from sslvision.errors import ConfigError, NonFiniteError
+from sslvision.errors import CheckpointError, ConfigError, NonFiniteError, RunDirectoryError
 from sslvision.eval.encoders import load_encoder
 from sslvision.eval.knn_eval import run_knn
 from sslvision.methods.simclr import SimCLR
@@ -242,3 +245,116 @@ def test_bad_monitor_settings_stop_before_training(
     with pytest.raises(ConfigError, match=message):
         train(config_from_dict(monitored(tmp_path, **monitor)))
     assert not (tmp_path / "tiny").exists()
+
+
+# Resume honours the new config; run directories are never clobbered; only finite state is saved.
+def _logged_lr(metrics: list[dict]) -> dict[int, float]:
+    return {row["step"]: row["lr"] for row in metrics}
+
+
+def test_resume_with_more_epochs_continues_the_cosine_over_the_new_length(tmp_path: Path) -> None:
+    short = tiny_recipe(tmp_path / "resumed", epochs=1, log_every=1)
+    train(config_from_dict(short))
+    longer = {**short, "train": {**short["train"], "epochs": 3}}
+    resumed = train(config_from_dict(longer), resume="auto")
+    fresh = train(config_from_dict({**longer, "output_dir": str(tmp_path / "fresh")}))
+    assert resumed.step == fresh.step == 18
+    after = {step: lr for step, lr in _logged_lr(resumed.metrics).items() if step > 6}
+    assert after == pytest.approx({step: _logged_lr(fresh.metrics)[step] for step in after})
+    assert sorted(after) == list(range(7, 19)) and all(lr > 0 for lr in after.values())
+
+
+def test_resume_applies_a_new_base_lr(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path, epochs=2, log_every=1, max_steps=6)
+    first = train(config_from_dict(recipe))
+    lowered = {**recipe, "optim": {**recipe["optim"], "base_lr": 0.03}}
+    lowered["train"] = {**recipe["train"], "max_steps": 0}
+    resumed = train(config_from_dict(lowered), resume="auto")
+    old, new = _logged_lr(first.metrics), _logged_lr(resumed.metrics)
+    assert new[6] == pytest.approx(old[6])  # the metrics so far are kept
+    reference = train(config_from_dict({**lowered, "output_dir": str(tmp_path / "ref")}))
+    assert new[7] == pytest.approx(_logged_lr(reference.metrics)[7])
+    assert new[7] < old[6] / 5
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"method": {**SIMCLR, "proj_output_dim": 8}}, "method.proj_output_dim"),
+        ({"method": {"name": "byol", "proj_hidden_dim": 32, "proj_output_dim": 16}}, "method.name"),
+        ({"data": {"dataset": "synthetic", "image_size": 24, "num_images": 96}}, "data.image_size"),
+    ],
+)
+def test_resume_refuses_settings_that_cannot_change(tmp_path: Path, change: dict, key: str) -> None:
+    recipe = tiny_recipe(tmp_path, max_steps=2)
+    train(config_from_dict(recipe))
+    with pytest.raises(CheckpointError, match=re.escape(key)):
+        train(config_from_dict({**recipe, **change}), resume="auto")
+
+
+def test_a_fresh_run_never_replaces_a_run_directory(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path, max_steps=2)
+    first = train(config_from_dict(recipe))
+    before = first.checkpoint.read_bytes()
+    metrics = (tmp_path / "tiny" / "metrics.csv").read_text()
+    with pytest.raises(RunDirectoryError, match=r"--resume auto.*--overwrite"):
+        train(config_from_dict(recipe))
+    assert first.checkpoint.read_bytes() == before
+    assert (tmp_path / "tiny" / "metrics.csv").read_text() == metrics
+    again = train(config_from_dict({**recipe, "seed": 1}), overwrite=True)
+    assert again.step == 2 and again.checkpoint.read_bytes() != before
+
+
+def test_a_second_run_into_a_locked_directory_is_refused(tmp_path: Path) -> None:
+    run_dir = tmp_path / "tiny"
+    run_dir.mkdir()
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"pid": owner.pid, "host": socket.gethostname(), "since": 0}
+        (run_dir / ".lock").write_text(json.dumps(lock))
+        with pytest.raises(RunDirectoryError, match=f"pid {owner.pid}"):
+            train(config_from_dict(tiny_recipe(tmp_path, max_steps=1)))
+    finally:
+        owner.kill()
+        owner.wait()
+    # Its owner is gone: the lock is stale, the run takes it and releases it at the end.
+    assert train(config_from_dict(tiny_recipe(tmp_path, max_steps=1))).step == 1
+    assert not (run_dir / ".lock").exists()
+
+
+def test_temp_files_of_killed_saves_are_removed_at_the_next_start(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path, max_steps=2)
+    train(config_from_dict(recipe))
+    leftover = tmp_path / "tiny" / "checkpoints" / ".last.pt.abc123.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    train(config_from_dict({**recipe, "train": {**recipe["train"], "max_steps": 4}}), resume="auto")
+    assert not leftover.exists()
+
+
+def test_a_state_with_inf_batchnorm_buffers_is_never_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = SimCLR.on_step_end
+
+    def poison_bn(self, progress):  # a finite loss, but BN statistics blown up at step 3
+        original(self, progress)
+        if progress.step == 3:
+            self.backbone.model.bn1.running_var.fill_(float("inf"))
+
+    monkeypatch.setattr(SimCLR, "on_step_end", poison_bn)
+    recipe = tiny_recipe(tmp_path, log_every=100)
+    with pytest.raises(NonFiniteError, match=r"step 3.*backbone\.model\.bn1\.running_var"):
+        train(config_from_dict(recipe))
+    kept = load_checkpoint(tmp_path / "tiny" / "checkpoints" / "last.pt")
+    assert kept["step"] == 2
+    assert first_nonfinite(kept) is None
+
+
+def test_first_nonfinite_names_the_nested_tensor() -> None:
+    state = {"model": {"w": torch.ones(2)}, "optimizer": {"state": [{"m": torch.tensor([1.0])}]}}
+    assert first_nonfinite(state) is None
+    state["optimizer"]["state"][0]["m"][0] = float("nan")
+    assert first_nonfinite(state) == "optimizer.state.0.m"
+    assert (
+        first_nonfinite({"step": torch.tensor(3), "rng": torch.zeros(4, dtype=torch.uint8)}) is None
+    )
