@@ -15,6 +15,7 @@ from typing import Any
 
 from sslvision.backbones import TIMM_PREFIX
 from sslvision.engine.checkpoint import atomic_save, backbone_state, load_checkpoint
+from sslvision.errors import ConfigError
 
 MODEL_PREFIX = "model."  # sslvision.backbones.Backbone keeps the library's model as .model
 
@@ -32,6 +33,12 @@ def export_backbone(checkpoint: str | Path, out: str | Path | None = None) -> di
     with ``model.small_stem`` has a 3x3 first convolution and no max-pool, which the library's
     stock model must be given before it loads.
     """
+    out = Path(out) if out else default_export_path(checkpoint)
+    if out.resolve() == Path(checkpoint).resolve():
+        raise ConfigError(
+            f"--out {out} is the checkpoint being exported; writing there would replace the "
+            "training checkpoint with a backbone-only file. Choose another --out."
+        )
     state = load_checkpoint(checkpoint)
     weights = {key.removeprefix(MODEL_PREFIX): v for key, v in backbone_state(state).items()}
     model_cfg = state["config"]["model"]
@@ -40,7 +47,6 @@ def export_backbone(checkpoint: str | Path, out: str | Path | None = None) -> di
         load_with = f"timm.create_model('{name[len(TIMM_PREFIX) :]}', num_classes=0)"
     else:
         load_with = f"torchvision.models.{name}() with strict=False (fc stays untrained)"
-    out = Path(out) if out else default_export_path(checkpoint)
     atomic_save(weights, out)
     return {
         "command": "export",

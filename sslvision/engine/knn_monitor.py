@@ -9,6 +9,7 @@ mode and float32, the same weighted vote) on a seeded subset, so with ``max_trai
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -71,9 +72,15 @@ class KNNMonitor:
             self.queries = _decode(val_set, cfg.max_val, seed, num_workers)
 
     def __call__(self, backbone: nn.Module) -> float:
-        """kNN top-1 (a fraction) of ``backbone`` now; its train/eval modes are kept."""
+        """kNN top-1 (a fraction) of ``backbone`` now; the training model is not touched.
+
+        The probe runs on a contiguous float32 copy, the very network ``sslvision knn`` builds
+        from the step's checkpoint: a channels_last model picks other convolution kernels, whose
+        last-bit differences can move a neighbour's vote (a fresh machine saw 0.075 vs 0.05).
+        """
+        probed = copy.deepcopy(backbone).float().to(memory_format=torch.contiguous_format)
         result = knn_on_splits(
-            backbone,
+            probed,
             self.bank,
             self.queries,
             device=self.device,

@@ -35,9 +35,6 @@ def extract_features(
         raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
     if any(s <= 0 for s in std):
         raise ValueError(f"std must be positive, got {list(std)}")
-    device = torch.device(device)
-    channel_mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    channel_std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
     previous_modes = {module: module.training for module in backbone.modules()}
     backbone.eval()
@@ -52,8 +49,7 @@ def extract_features(
                 disable=None if progress is None else not progress,
             ):
                 _check_batch(images, labels, num_channels=len(mean))
-                pixels = images.to(device, non_blocking=True).float().div_(255)
-                features = backbone(pixels.sub_(channel_mean).div_(channel_std))
+                features = backbone(normalised_pixels(images, device, mean, std))
                 if features.ndim != 2 or len(features) != len(images):
                     raise ValueError(
                         "the backbone must return pooled features of shape (batch, dim), got "
@@ -69,6 +65,17 @@ def extract_features(
         raise ValueError("the loader yielded no batches, so there are no features to extract")
     # Concatenating outside inference mode turns inference tensors into ordinary ones.
     return torch.cat(feature_batches), torch.cat(label_batches)
+
+
+def normalised_pixels(
+    images: Tensor, device: torch.device | str, mean: Sequence[float], std: Sequence[float]
+) -> Tensor:
+    """uint8 images -> float32 on ``device``, scaled to [0, 1] and normalised per channel."""
+    shape = (1, -1, 1, 1)
+    channel_mean = torch.tensor(mean, dtype=torch.float32, device=device).view(shape)
+    channel_std = torch.tensor(std, dtype=torch.float32, device=device).view(shape)
+    pixels = images.to(device, non_blocking=True).float().div_(255)
+    return pixels.sub_(channel_mean).div_(channel_std)
 
 
 def _check_batch(images: Tensor, labels: Tensor, num_channels: int) -> None:

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 import sslvision
 from sslvision.data.spec import dataset_from_spec
+from sslvision.eval.bn_statistics import estimate_bn_statistics
 from sslvision.eval.encoders import Encoder
 from sslvision.eval.features import extract_features
 from sslvision.eval.knn import knn_classify
@@ -73,6 +74,14 @@ def run_knn(
         )
         for dataset in (train_set, val_set)
     )
+    bn_statistics = "trained"
+    if encoder.bn_statistics == "estimate":
+        seen = estimate_bn_statistics(
+            backbone, train_loader, device=device, mean=encoder.mean, std=encoder.std
+        )
+        bn_statistics = f"estimated on train_data ({seen} images)"
+    elif encoder.bn_statistics == "initial":
+        bn_statistics = "initial (mean 0, variance 1)"
     result = knn_on_splits(
         backbone,
         train_loader,
@@ -92,6 +101,7 @@ def run_knn(
         "train_data": train_data,
         "val_data": val_data,
         "image_size": encoder.image_size,
+        "bn_statistics": bn_statistics,
         "temperature": temperature,
         "num_train": len(train_set),
         "num_val": len(val_set),

@@ -91,3 +91,27 @@ def test_a_bad_checkpoint_is_named(tmp_path: Path, capsys, content: bytes | None
     assert main(["export", str(path), "--results-csv", str(tmp_path / "r.csv")]) == 2
     assert str(path) in capsys.readouterr().err
     assert not default_export_path(path).exists()
+
+
+@pytest.mark.parametrize("small_stem", [False, True])
+def test_evaluators_read_an_exported_backbone(tmp_path: Path, small_stem: bool) -> None:
+    checkpoint = pretrain(tmp_path, "resnet18", small_stem=small_stem)
+    exported = export_backbone(checkpoint)["out"]
+    encoder = load_encoder(exported, backbone="resnet18")
+    assert encoder.method == "exported" and encoder.bn_statistics == "trained"
+    assert same_features(encoder.backbone, checkpoint)  # the stem is read from conv1's shape
+
+
+def test_an_export_that_does_not_fit_the_backbone_is_named(tmp_path: Path, capsys) -> None:
+    exported = export_backbone(pretrain(tmp_path, "resnet18"))["out"]
+    argv = ["knn", exported, "--backbone", "resnet34", "--train-data", "synthetic:20"]
+    assert main([*argv, "--val-data", "synthetic:20"]) == 2
+    assert "does not fit --backbone resnet34" in capsys.readouterr().err
+
+
+def test_export_refuses_to_overwrite_its_checkpoint(tmp_path: Path, capsys) -> None:
+    checkpoint = pretrain(tmp_path, "resnet18")
+    before = checkpoint.read_bytes()
+    assert main(["export", str(checkpoint), "--out", str(checkpoint)]) == 2
+    assert "is the checkpoint being exported" in capsys.readouterr().err
+    assert checkpoint.read_bytes() == before
