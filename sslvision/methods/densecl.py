@@ -67,7 +67,9 @@ class DenseCL(MoCoV2):
             backbone.feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, hidden_bn=False
         )
         super().__init__(cfg, backbone, dense_head=dense_head)
-        self.dense_queue = FeatureQueue(cfg.queue_length, cfg.proj_output_dim)
+        self.dense_queue = FeatureQueue(
+            cfg.queue_length, cfg.proj_output_dim, random_init=cfg.queue_start == "random"
+        )
 
     def online_encoder(self) -> nn.ModuleDict:
         """The key encoder mirrors the backbone and both heads."""

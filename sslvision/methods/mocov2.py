@@ -31,6 +31,7 @@ from sslvision.nn.queue import FeatureQueue
 from sslvision.nn.shuffle_bn import shuffled_forward
 
 KEY_BN_CHOICES = ("shuffle", "sync")
+QUEUE_START_CHOICES = ("random", "empty")
 
 
 @dataclass
@@ -45,6 +46,8 @@ class MoCoV2Config(MomentumConfig):
     symmetric: bool = False  # MoCo v2+: both views as query and key
     key_bn: str = "shuffle"  # shuffle: shuffling BN across processes | sync: SyncBatchNorm
     shuffle_splits: int = 8  # one process: the key batch is shuffled into this many BN batches
+    # random: K random unit vectors, as the authors' code; empty: only real keys as negatives
+    queue_start: str = "random"
 
 
 @register_method
@@ -60,6 +63,11 @@ class MoCoV2(MomentumMethod):
             raise ConfigError(
                 f"unknown method.key_bn '{cfg.key_bn}'. Valid choices: {', '.join(KEY_BN_CHOICES)}."
             )
+        if cfg.queue_start not in QUEUE_START_CHOICES:
+            raise ConfigError(
+                f"unknown method.queue_start '{cfg.queue_start}'. "
+                f"Valid choices: {', '.join(QUEUE_START_CHOICES)}."
+            )
         if cfg.queue_length < 1:
             raise ConfigError(f"method.queue_length must be positive, got {cfg.queue_length}")
         # MoCo v2's head: fc-ReLU-fc, no BatchNorm (He et al.'s reference code).
@@ -74,7 +82,9 @@ class MoCoV2(MomentumMethod):
                     "use method.key_bn=shuffle"
                 )
             self.momentum_encoder = nn.SyncBatchNorm.convert_sync_batchnorm(self.momentum_encoder)
-        self.queue = FeatureQueue(cfg.queue_length, cfg.proj_output_dim)
+        self.queue = FeatureQueue(
+            cfg.queue_length, cfg.proj_output_dim, random_init=cfg.queue_start == "random"
+        )
 
     def keys(self, images: Tensor) -> Tensor:
         """Normalised keys of one view from the momentum encoder, under the configured BN."""
