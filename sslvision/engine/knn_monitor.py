@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslvision.config import MonitorConfig
+from sslvision.data.class_match import label_by_train_classes
 from sslvision.data.spec import dataset_from_spec
 from sslvision.errors import ConfigError
 from sslvision.eval.knn_eval import knn_on_splits
@@ -69,6 +70,7 @@ class KNNMonitor:
             self.num_classes = getattr(train_set, "num_classes", None)
             self.bank = _decode(train_set, cfg.max_train, seed, num_workers)
             val_set = dataset_from_spec(cfg.val_data, "val", image_size)
+            val_set = label_by_train_classes(train_set, val_set)
             self.queries = _decode(val_set, cfg.max_val, seed, num_workers)
 
     def __call__(self, backbone: nn.Module) -> float:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 import sslvision
+from sslvision.data.class_match import label_by_train_classes
 from sslvision.data.spec import dataset_from_spec
 from sslvision.eval.bn_statistics import estimate_bn_statistics
 from sslvision.eval.encoders import Encoder
@@ -64,7 +65,9 @@ def run_knn(
     started = time.perf_counter()
     backbone = encoder.backbone.to(device)
     train_set = dataset_from_spec(train_data, "train", encoder.image_size)
-    val_set = dataset_from_spec(val_data, "val", encoder.image_size)
+    val_set = label_by_train_classes(
+        train_set, dataset_from_spec(val_data, "val", encoder.image_size)
+    )
     train_loader, val_loader = (
         DataLoader(
             dataset,
@@ -91,7 +94,7 @@ def run_knn(
         std=encoder.std,
         ks=ks,
         temperature=temperature,
-        num_classes=getattr(val_set, "num_classes", None),
+        num_classes=getattr(train_set, "num_classes", None),
     )
     return {
         "evaluator": "knn",
