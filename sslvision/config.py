@@ -1,14 +1,16 @@
 """Typed run configuration: YAML recipes plus dotted ``key=value`` overrides, validated.
 
 Every section is a dataclass, so a recipe is checked before any work starts: an unknown key names
-itself and the closest valid keys, a wrong type names the key and the type it expects. The
-``method`` section's schema depends on ``method.name``: each method registers its own dataclass.
+itself and the closest valid keys, a wrong type names the key and the type it expects, a value out
+of range or not among the choices names the key and what it allows. The ``method`` section's
+schema depends on ``method.name``: each method registers its own dataclass.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import operator
 import re
 import types
 import typing
@@ -18,11 +20,17 @@ from typing import Any
 
 import yaml
 
-from sslvision.augment.spec import ViewGroup
+from sslvision.augment.spec import FieldError, ViewGroup
 from sslvision.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The choices of the settings that name a thing; kept here (torch-free) so that a recipe is checked
+# before anything heavy is imported. sslvision.data.build and sslvision.engine.optim use them.
+DATASET_NAMES = ("synthetic", "folder", "cifar10", "cifar100")
+OPTIMIZERS = ("sgd", "lars", "adamw")
+LR_SCALINGS = ("linear", "sqrt", "none")
+PRECISIONS = ("no", "bf16", "fp16")
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -51,7 +59,7 @@ def _read_yaml(text: Any) -> Any:
 class DataConfig:
     """Where the training images come from and how they are decoded."""
 
-    dataset: str = "synthetic"  # synthetic | folder | cifar10 | cifar100
+    dataset: str = "synthetic"  # one of DATASET_NAMES
     path: str = ""  # folder: the split directory; cifar: the root; synthetic: unused
     split: str = "train"
     image_size: int = 32  # every image is resized to this square load size so batches stack
@@ -92,7 +100,7 @@ class MethodConfig:
 class OptimConfig:
     """Optimiser and schedule; the learning rate is ``base_lr`` scaled by the global batch."""
 
-    name: str = "sgd"  # sgd | lars | adamw
+    name: str = "sgd"  # one of OPTIMIZERS
     base_lr: float = 0.3
     lr_scaling: str = "linear"  # linear: base_lr * batch / 256 | sqrt | none
     weight_decay: float = 1e-6
@@ -112,7 +120,7 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimiser steps (0: run all epochs)
     batch_size: int = 256  # per process
     grad_accum_steps: int = 1
-    precision: str = "no"  # no | bf16 | fp16
+    precision: str = "no"  # one of PRECISIONS
     channels_last: bool = True
     grad_clip: float = 0.0  # max gradient norm, 0 disables
     log_every: int = 10
@@ -237,7 +245,50 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     for name in names:  # absent sections too: the method section needs its method's own schema
         if name not in kwargs and dataclasses.is_dataclass(hints[name]):
             kwargs[name] = _build(hints[name], {}, f"{prefix}{name}.")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except FieldError as error:  # a __post_init__ check knows its field, not the whole key
+        raise ConfigError(f"config key '{prefix}{error.field}' {error.problem}") from None
+
+
+# The lowest value of each numeric setting; validate() checks them before any work starts.
+_MINIMUM: dict[str, int] = {
+    "data.image_size": 1,
+    "data.num_images": 1,
+    "data.num_workers": 0,
+    "augment.size": 1,
+    "optim.base_lr": 0,
+    "optim.weight_decay": 0,
+    "optim.momentum": 0,
+    "optim.warmup_epochs": 0,
+    "optim.min_lr_ratio": 0,
+    "train.epochs": 1,
+    "train.max_steps": 0,
+    "train.batch_size": 1,
+    "train.grad_accum_steps": 1,
+    "train.grad_clip": 0,
+    "train.log_every": 1,
+    "checkpoint.save_every_steps": 0,
+    "checkpoint.keep_every_epochs": 0,
+}  # the monitor section is checked by sslvision.engine.knn_monitor.check_monitor_config
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "data.dataset": DATASET_NAMES,
+    "optim.name": OPTIMIZERS,
+    "optim.lr_scaling": LR_SCALINGS,
+    "train.precision": PRECISIONS,
+}
+
+
+def validate(config: Config) -> None:
+    """Check value ranges and choices, so that a bad setting stops a run before data is read."""
+    for key, minimum in _MINIMUM.items():
+        value = operator.attrgetter(key)(config)
+        if not value >= minimum:  # also refuses NaN
+            raise ConfigError(f"config key '{key}' must be >= {minimum}, got {value!r}")
+    for key, choices in _CHOICES.items():
+        value = operator.attrgetter(key)(config)
+        if value not in choices:
+            raise ConfigError(f"unknown {key} '{value}'. Valid choices: {', '.join(choices)}.")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -294,7 +345,9 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
     tree = _read_yaml(yaml.safe_dump(data or {}))  # deep copy, plain types only
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value)
-    return _build(Config, tree)
+    config = _build(Config, tree)
+    validate(config)
+    return config
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
@@ -312,6 +365,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return config_from_dict(data, overrides)
 
 
+def config_yaml(config: Config) -> str:
+    """The resolved config as YAML text, every key in schema order (what ``save_config`` writes)."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    Path(path).write_text(config_yaml(config))

@@ -219,3 +219,35 @@ def test_every_shipped_recipe_validates(recipe: Path) -> None:
     cfg = load_config(recipe)
     assert cfg.method.name == recipe.parent.name
     assert config_from_dict(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.batch_size=0", "config key 'train.batch_size' must be >= 1, got 0"),
+        ("train.max_steps=-1", "config key 'train.max_steps' must be >= 0, got -1"),
+        ("train.grad_accum_steps=0", "config key 'train.grad_accum_steps' must be >= 1"),
+        ("train.log_every=0", "config key 'train.log_every' must be >= 1"),
+        ("optim.weight_decay=-1e-4", "config key 'optim.weight_decay' must be >= 0"),
+        ("optim.warmup_epochs=-1", "config key 'optim.warmup_epochs' must be >= 0"),
+        ("optim.base_lr=.nan", "config key 'optim.base_lr' must be >= 0, got nan"),
+        ("checkpoint.save_every_steps=-5", "config key 'checkpoint.save_every_steps' must be"),
+        ("optim.name=adam", "unknown optim.name 'adam'. Valid choices: sgd, lars, adamw."),
+        ("optim.lr_scaling=cubic", "unknown optim.lr_scaling 'cubic'. Valid choices: linear,"),
+        ("train.precision=fp8", "unknown train.precision 'fp8'. Valid choices: no, bf16, fp16."),
+        ("data.dataset=imagenet", "Valid choices: synthetic, folder, cifar10, cifar100."),
+    ],
+)
+def test_out_of_range_values_and_unknown_choices_name_the_key(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert expected in str(info.value)
+
+
+def test_a_view_groups_own_check_names_the_whole_key() -> None:
+    views = "augment.views=[{count: 2, size: 32}, {count: 2, size: 16}]"
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [views, "augment.views.1.scale=[0.5, 0.2]"])
+    assert str(info.value).startswith("config key 'augment.views.1.scale' must be (lo, hi) with")
+    with pytest.raises(ConfigError, match=r"^ViewGroup\.hflip_p is a probability"):
+        ViewGroup(hflip_p=-0.1)  # built outside a recipe it names its field

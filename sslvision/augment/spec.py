@@ -4,15 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from sslvision.errors import ConfigError
+
+
+class FieldError(ConfigError):
+    """An impossible value of one ``ViewGroup`` field.
+
+    It keeps the field apart from the problem, so that the config layer, which knows where the
+    group sits in a recipe, can name the whole key (``augment.views.0.blur_p``).
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"ViewGroup.{field} {problem}")
+        self.field = field
+        self.problem = problem
+
 
 def _check_range(name: str, value: tuple[float, float], low: float, high: float | None) -> None:
     """A ``(lo, hi)`` pair with ``low < lo <= hi`` (and ``hi <= high`` when given)."""
     ok = len(value) == 2 and low < value[0] <= value[1] and (high is None or value[1] <= high)
     if not ok:
         upper = "" if high is None else f" <= {high}"
-        raise ValueError(
-            f"ViewGroup.{name} must be (lo, hi) with {low} < lo <= hi{upper}, got {value!r}"
-        )
+        raise FieldError(name, f"must be (lo, hi) with {low} < lo <= hi{upper}, got {value!r}")
 
 
 @dataclass
@@ -46,23 +59,22 @@ class ViewGroup:
             if isinstance(getattr(self, f.name), list):
                 setattr(self, f.name, tuple(getattr(self, f.name)))
         if self.count < 1:
-            raise ValueError(f"ViewGroup.count must be at least 1, got {self.count}")
+            raise FieldError("count", f"must be at least 1, got {self.count}")
         if self.size < 1:
-            raise ValueError(f"ViewGroup.size must be at least 1 pixel, got {self.size}")
+            raise FieldError("size", f"must be at least 1 pixel, got {self.size}")
         _check_range("scale", self.scale, 0.0, 1.0)
         _check_range("ratio", self.ratio, 0.0, None)
         _check_range("blur_sigma", self.blur_sigma, 0.0, None)
         for name in ("hflip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(
-                    f"ViewGroup.{name} is a probability and must be in [0, 1], "
-                    f"got {getattr(self, name)}"
+                raise FieldError(
+                    name, f"is a probability and must be in [0, 1], got {getattr(self, name)}"
                 )
         for name in ("brightness", "contrast", "saturation"):
-            if getattr(self, name) < 0.0:
-                raise ValueError(f"ViewGroup.{name} must be >= 0, got {getattr(self, name)}")
+            if not getattr(self, name) >= 0.0:
+                raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.hue <= 0.5:
-            raise ValueError(f"ViewGroup.hue must be in [0, 0.5], got {self.hue}")
+            raise FieldError("hue", f"must be in [0, 0.5], got {self.hue}")
 
     @property
     def jitter_enabled(self) -> bool:

@@ -8,11 +8,8 @@ import torch
 from timm.optim import Lars
 from torch import nn
 
-from sslvision.config import OptimConfig
+from sslvision.config import LR_SCALINGS, OPTIMIZERS, OptimConfig
 from sslvision.errors import ConfigError
-
-OPTIMIZERS = ("sgd", "lars", "adamw")
-LR_SCALINGS = ("linear", "sqrt", "none")
 
 
 def scaled_lr(cfg: OptimConfig, global_batch: int) -> float:
