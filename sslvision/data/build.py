@@ -9,11 +9,12 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from sslvision.config import DATASET_NAMES
 from sslvision.data.cifar import CIFARDataset
 from sslvision.data.image_folder import ImageFolderDataset
 from sslvision.data.synthetic import SyntheticShapesDataset
+from sslvision.errors import ConfigError
 
-DATASET_NAMES = ("synthetic", "folder", "cifar10", "cifar100")
 _CIFAR_TRAIN_FLAG = {"train": True, "val": False, "test": False}
 
 
@@ -45,7 +46,7 @@ def build_dataset(
         )
     if name in ("cifar10", "cifar100"):
         if split not in _CIFAR_TRAIN_FLAG:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown split {split!r} for {name}; choose one of {', '.join(_CIFAR_TRAIN_FLAG)}"
             )
         return CIFARDataset(
@@ -55,7 +56,7 @@ def build_dataset(
             image_size=image_size,
             download=download,
         )
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
 
 
 def load_class_list(name_or_path: str) -> list[str]:
@@ -69,17 +70,17 @@ def load_class_list(name_or_path: str) -> list[str]:
     elif Path(name_or_path).is_file():
         text, source = Path(name_or_path).read_text(), f"class list file {name_or_path}"
     else:
-        raise FileNotFoundError(
+        raise ConfigError(
             f"class list {name_or_path!r} is neither a bundled list "
             f"({', '.join(bundled_class_lists())}) nor an existing file"
         )
     names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     names = [name for name in names if name]
     if not names:
-        raise ValueError(f"{source} contains no class names")
+        raise ConfigError(f"{source} contains no class names")
     duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
-        raise ValueError(f"{source} lists some classes twice: {', '.join(duplicates)}")
+        raise ConfigError(f"{source} lists some classes twice: {', '.join(duplicates)}")
     return names
 
 

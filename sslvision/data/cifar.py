@@ -10,6 +10,8 @@ from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.transforms.v2.functional import resize
 
+from sslvision.errors import ConfigError, DataError
+
 _TORCHVISION_CLASSES = {10: CIFAR10, 100: CIFAR100}
 
 
@@ -29,20 +31,20 @@ class CIFARDataset(Dataset):
         download: bool = False,
     ) -> None:
         if num_classes not in _TORCHVISION_CLASSES:
-            raise ValueError(f"CIFAR num_classes must be 10 or 100, got {num_classes}")
+            raise ConfigError(f"CIFAR num_classes must be 10 or 100, got {num_classes}")
         if image_size <= 0:
-            raise ValueError(f"image_size must be a positive integer, got {image_size}")
+            raise ConfigError(f"image_size must be a positive integer, got {image_size}")
         torchvision_class = _TORCHVISION_CLASSES[num_classes]
         expected_dir = Path(root).absolute() / torchvision_class.base_folder
         if not download and not expected_dir.is_dir():
-            raise FileNotFoundError(
+            raise DataError(
                 f"CIFAR-{num_classes} not found: expected the directory {expected_dir}; "
                 "pass data.download=true to download it"
             )
         try:
             source = torchvision_class(str(root), train=train, download=download)
         except RuntimeError as error:
-            raise FileNotFoundError(
+            raise DataError(
                 f"CIFAR-{num_classes} files in {expected_dir} are missing or fail their md5 "
                 f"check ({error}); pass data.download=true to download them again"
             ) from error

@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import resize, to_dtype
 
-from sslvision.errors import CorruptImageError
+from sslvision.errors import ConfigError, CorruptImageError
 
 # torchvision's decoder handles JPEG, PNG, GIF and WebP. BMP and TIFF are valid image-folder
 # extensions it cannot read, so only those formats (recognised by their magic bytes) go
@@ -33,7 +33,7 @@ def read_image_uint8(path: str | Path, size: int) -> torch.Tensor:
     image.
     """
     if size <= 0:
-        raise ValueError(f"image size must be a positive integer, got {size}")
+        raise ConfigError(f"image size must be a positive integer, got {size}")
     image = read_image_rgb(path)
     if tuple(image.shape[-2:]) != (size, size):
         image = resize(image, [size, size], antialias=True)

@@ -5,7 +5,8 @@ RGB image (3, H, W) at its own size and a target with ``boxes`` (float32 (N, 4):
 ymax in pixels), ``labels`` (int64, from 1; 0 is the background torchvision's detectors reserve)
 and ``ignore`` (bool: VOC's ``difficult`` or COCO's ``iscrowd``, which evaluation leaves out).
 Label ``i + 1`` is ``classes[i]``. Pass a training set's ``classes`` to its test set, so that both
-number the classes alike.
+number the classes alike. Every annotation is checked, and every image file looked for, when a
+data set is read: a bad box or a missing image stops a run before fine-tuning, not in the middle.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from sslvision.data.decode import read_image_rgb
-from sslvision.errors import AnnotationError
+from sslvision.errors import AnnotationError, DataError
+
+CORNERS = ("xmin", "ymin", "xmax", "ymax")
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,41 @@ class DetectionDataset(Dataset):
         return image.as_subclass(torch.Tensor), target
 
 
-def _check_box(box: Sequence[float], where: str) -> tuple[float, float, float, float]:
+def _check_box(
+    box: Sequence[float], where: str, size: tuple[float, float] | None
+) -> tuple[float, float, float, float]:
+    """The box as floats; refused when empty or, where the image ``size`` is known, outside it."""
     xmin, ymin, xmax, ymax = (float(v) for v in box)
     if not (xmax > xmin and ymax > ymin):
         raise AnnotationError(f"{where}: empty box (xmin, ymin, xmax, ymax) = {tuple(box)}")
+    if size is not None and (xmin < 0 or ymin < 0 or xmax > size[0] or ymax > size[1]):
+        raise AnnotationError(
+            f"{where}: box (xmin, ymin, xmax, ymax) = {tuple(box)} lies outside the image, "
+            f"which is {size[0]:g} x {size[1]:g} pixels"
+        )
     return xmin, ymin, xmax, ymax
+
+
+def _number(text: str | None, tag: str, where: str) -> float:
+    """The number in the XML element ``tag``; a missing or non-numeric one names the tag."""
+    if text is None:
+        raise AnnotationError(f"{where}: <{tag}> is missing")
+    try:
+        return float(text)
+    except ValueError:
+        raise AnnotationError(f"{where}: <{tag}> is not a number: {text.strip()!r}") from None
+
+
+def _voc_size(annotation: ET.Element, where: str) -> tuple[float, float] | None:
+    """The image's (width, height) from ``<size>``; None where it is absent or 0 (as some tools
+    write it), and then boxes are not checked against the image."""
+    size = annotation.find("size")
+    if size is None:
+        return None
+    width, height = (
+        _number(size.findtext(tag), tag, f"{where}, <size>") for tag in ("width", "height")
+    )
+    return (width, height) if width > 0 and height > 0 else None
 
 
 def _label_of(name: str, classes: list[str], where: str) -> int:
@@ -86,7 +119,10 @@ def _label_of(name: str, classes: list[str], where: str) -> int:
 def _record(
     image: Path, objects: Sequence[tuple[str, tuple, bool]], classes: list[str], where: str
 ) -> DetectionRecord:
-    """A record from (class name, box, ignore) triples; an unknown class names ``where``."""
+    """A record from (class name, box, ignore) triples; an unknown class or a missing image file
+    names ``where``."""
+    if not image.is_file():
+        raise DataError(f"{where}: the image {image} does not exist")
     return DetectionRecord(
         image,
         tuple(box for _, box, _ in objects),
@@ -106,16 +142,17 @@ def voc_detection(
     root = Path(root)
     listing = root / "ImageSets" / "Main" / f"{split}.txt"
     if not listing.is_file():
-        raise FileNotFoundError(f"no VOC split file {listing}")
+        raise DataError(f"no VOC split file {listing}")
     parsed = []
     for image_id in listing.read_text().split():
         xml_path = root / "Annotations" / f"{image_id}.xml"
         if not xml_path.is_file():
-            raise FileNotFoundError(f"{listing} lists '{image_id}' but {xml_path} does not exist")
+            raise DataError(f"{listing} lists '{image_id}' but {xml_path} does not exist")
         try:
             annotation = ET.parse(xml_path).getroot()
         except ET.ParseError as error:
             raise AnnotationError(f"cannot parse {xml_path}: {error}") from None
+        size = _voc_size(annotation, str(xml_path))
         objects = []
         for number, obj in enumerate(annotation.iter("object"), start=1):
             where = f"{xml_path}, object {number}"
@@ -123,11 +160,9 @@ def voc_detection(
             name = obj.findtext("name")
             if box is None or not name:
                 raise AnnotationError(f"{where}: an object needs a <name> and a <bndbox>")
-            corners = [box.findtext(tag) for tag in ("xmin", "ymin", "xmax", "ymax")]
-            if None in corners:
-                raise AnnotationError(f"{where}: <bndbox> needs xmin, ymin, xmax and ymax")
+            corners = [_number(box.findtext(tag), tag, where) for tag in CORNERS]
             difficult = obj.findtext("difficult", "0").strip() == "1"
-            objects.append((name.strip(), _check_box(corners, where), difficult))
+            objects.append((name.strip(), _check_box(corners, where, size), difficult))
         image = root / "JPEGImages" / annotation.findtext("filename", f"{image_id}.jpg").strip()
         parsed.append((image, xml_path, objects))
     names = (
@@ -143,16 +178,23 @@ def coco_detection(
     """The images of a COCO detection JSON; ``file_name`` is relative to ``image_root``.
 
     Without ``classes`` they are the category names in category-id order. Boxes are COCO's
-    [x, y, width, height], read into corners; ``iscrowd`` (or a ``difficult`` key) marks the
-    objects evaluation ignores. Images without annotations stay in, with no boxes.
+    [x, y, width, height], read into corners, and checked against the image's ``width`` and
+    ``height`` where the JSON gives them; ``iscrowd`` (or a ``difficult`` key) marks the objects
+    evaluation ignores. Images without annotations stay in, with no boxes.
     """
     annotations = Path(annotations)
     if not annotations.is_file():
-        raise FileNotFoundError(f"no COCO annotation file {annotations}")
+        raise DataError(f"no COCO annotation file {annotations}")
     try:
         data = json.loads(annotations.read_text())
         categories = {c["id"]: c["name"] for c in data["categories"]}
         images = {image["id"]: image["file_name"] for image in data["images"]}
+        sizes = {
+            image["id"]: (image["width"], image["height"])
+            if image.get("width") and image.get("height")
+            else None
+            for image in data["images"]
+        }
         objects: dict[int, list] = {image_id: [] for image_id in images}
         for ann in data["annotations"]:
             where = f"{annotations}, annotation {ann['id']}"
@@ -160,7 +202,7 @@ def coco_detection(
                 raise AnnotationError(f"{where}: unknown image_id or category_id")
             x, y, w, h = ann["bbox"]
             ignore = bool(ann.get("iscrowd", 0) or ann.get("difficult", 0))
-            box = _check_box((x, y, x + w, y + h), where)
+            box = _check_box((x, y, x + w, y + h), where, sizes[ann["image_id"]])
             objects[ann["image_id"]].append((categories[ann["category_id"]], box, ignore))
     except (KeyError, TypeError, json.JSONDecodeError) as error:
         raise AnnotationError(f"{annotations} is not COCO detection JSON: {error!r}") from None

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sslvision.data.decode import read_image_uint8
-from sslvision.errors import CorruptImageError
+from sslvision.errors import ConfigError, CorruptImageError, DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -37,7 +37,7 @@ class ImageFolderDataset(Dataset):
         classes: Sequence[str] | None = None,
     ) -> None:
         if image_size <= 0:
-            raise ValueError(f"image_size must be a positive integer, got {image_size}")
+            raise ConfigError(f"image_size must be a positive integer, got {image_size}")
         self.root = Path(root)
         self.image_size = image_size
         self.skip_corrupt = skip_corrupt
@@ -69,14 +69,14 @@ class ImageFolderDataset(Dataset):
 def _find_classes(root: Path, wanted: Sequence[str] | None) -> list[str]:
     """Sorted class folder names under ``root``, restricted to ``wanted`` when given."""
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder root {root} does not exist or is not a directory")
+        raise DataError(f"image folder root {root} does not exist or is not a directory")
     on_disk = sorted(
         entry.name
         for entry in os.scandir(root)
         if entry.is_dir() and not entry.name.startswith(".")
     )
     if not on_disk:
-        raise ValueError(
+        raise DataError(
             f"image folder root {root} has no class sub-directories; "
             "expected the layout root/<class>/<image>"
         )
@@ -84,10 +84,10 @@ def _find_classes(root: Path, wanted: Sequence[str] | None) -> list[str]:
         return on_disk
     duplicates = sorted(name for name, count in Counter(wanted).items() if count > 1)
     if duplicates:
-        raise ValueError(f"class list names some classes twice: {', '.join(duplicates)}")
+        raise ConfigError(f"class list names some classes twice: {', '.join(duplicates)}")
     missing = sorted(set(wanted) - set(on_disk))
     if missing:
-        raise FileNotFoundError(
+        raise DataError(
             f"{len(missing)} listed class(es) have no folder under {root}: {', '.join(missing)}"
         )
     return sorted(wanted)
@@ -105,7 +105,7 @@ def _list_samples(root: Path, classes: list[str]) -> list[tuple[str, int]]:
             if file_name.lower().endswith(IMAGE_EXTENSIONS)
         )
         if not paths:
-            raise ValueError(
+            raise DataError(
                 f"class folder {class_dir} contains no images "
                 f"(extensions: {' '.join(ext.lstrip('.') for ext in IMAGE_EXTENSIONS)})"
             )

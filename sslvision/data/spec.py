@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from sslvision.data.build import build_dataset
+from sslvision.errors import ConfigError
 
 
 def dataset_from_spec(spec: str, split: str, image_size: int, *, seed: int = 0) -> Dataset:
@@ -17,7 +18,7 @@ def dataset_from_spec(spec: str, split: str, image_size: int, *, seed: int = 0) 
     kind, sep, root = spec.partition(":")
     if kind == "synthetic":
         if sep and not root.isdigit():
-            raise ValueError(f"'{spec}': write 'synthetic' or 'synthetic:N' with N images")
+            raise ConfigError(f"'{spec}': write 'synthetic' or 'synthetic:N' with N images")
         size = {"num_images": int(root)} if sep else {}  # else the dataset's own default
         return build_dataset("synthetic", "", split, image_size, seed=seed, **size)
     if sep and kind in ("cifar10", "cifar100"):

@@ -11,6 +11,7 @@ from sslvision.data import build
 from sslvision.data.build import build_dataset, bundled_class_lists, load_class_list
 from sslvision.data.image_folder import ImageFolderDataset
 from sslvision.data.synthetic import SyntheticShapesDataset
+from sslvision.errors import ConfigError
 
 # The test images are written with torchvision's (deprecated in 0.29) encoder.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
@@ -58,13 +59,13 @@ def test_cifar_split_and_class_count(
 
 
 def test_cifar_unknown_split() -> None:
-    with pytest.raises(ValueError, match="unknown split 'dev' for cifar10"):
+    with pytest.raises(ConfigError, match="unknown split 'dev' for cifar10"):
         build_dataset("cifar10", "/data", "dev", 32)
 
 
 def test_unknown_dataset_names_the_choices() -> None:
     message = "unknown dataset 'imagenet'; choose one of synthetic, folder, cifar10, cifar100"
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         build_dataset("imagenet", "/data", "train", 32)
 
 
@@ -91,7 +92,7 @@ def test_class_list_file_with_comments(tmp_path: Path) -> None:
 
 
 def test_unknown_class_list_names_the_bundled_ones() -> None:
-    with pytest.raises(FileNotFoundError, match=r"'imagenet7'.*\(imagenet100, imagenette\)"):
+    with pytest.raises(ConfigError, match=r"'imagenet7'.*\(imagenet100, imagenette\)"):
         load_class_list("imagenet7")
 
 
@@ -101,5 +102,5 @@ def test_unknown_class_list_names_the_bundled_ones() -> None:
 def test_bad_class_list_files(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "list.txt"
     path.write_text(text)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         load_class_list(str(path))

@@ -11,6 +11,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 from sslvision.data.cifar import CIFARDataset
 from sslvision.data.spec import dataset_from_spec
+from sslvision.errors import ConfigError, DataError
 
 _IMAGES_PER_FILE = 3
 
@@ -84,19 +85,19 @@ def test_resizes_once_at_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_missing_files_name_the_directory_and_the_option(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-py.*data\.download=true"):
+    with pytest.raises(DataError, match=r"cifar-10-batches-py.*data\.download=true"):
         CIFARDataset(tmp_path)
 
 
 def test_corrupt_files_name_the_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_cifar(tmp_path, monkeypatch, 100)
     (tmp_path / "cifar-100-python" / "test").write_bytes(b"truncated")
-    with pytest.raises(FileNotFoundError, match="cifar-100-python are missing or fail their md5"):
+    with pytest.raises(DataError, match="cifar-100-python are missing or fail their md5"):
         CIFARDataset(tmp_path, num_classes=100)
 
 
 def test_rejects_other_class_counts(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="must be 10 or 100, got 20"):
+    with pytest.raises(ConfigError, match="must be 10 or 100, got 20"):
         CIFARDataset(tmp_path, num_classes=20)  # type: ignore[arg-type]
 
 

@@ -10,7 +10,7 @@ import torch
 from torchvision.transforms import v2
 
 from sslvision.data.detection import coco_detection, voc_detection
-from sslvision.errors import AnnotationError
+from sslvision.errors import AnnotationError, DataError
 
 # image stem -> (width, height, [(class, xmin, ymin, xmax, ymax, difficult), ...])
 IMAGES = {
@@ -77,7 +77,7 @@ def test_a_flip_moves_the_boxes_with_the_image(tmp_path: Path, write_voc) -> Non
 
 def test_errors_name_the_file(tmp_path: Path, write_voc) -> None:
     root = write_voc(tmp_path / "voc", IMAGES)
-    with pytest.raises(FileNotFoundError, match=r"no VOC split file .*test.txt"):
+    with pytest.raises(DataError, match=r"no VOC split file .*test.txt"):
         voc_detection(root, "test")
     with pytest.raises(AnnotationError, match=r"a.xml: class 'dog' is not one of cat"):
         voc_detection(root, "train", classes=["cat"])
@@ -85,7 +85,7 @@ def test_errors_name_the_file(tmp_path: Path, write_voc) -> None:
     with pytest.raises(AnnotationError, match=r"cannot parse .*b.xml"):
         voc_detection(root, "train")
     (root / "Annotations" / "b.xml").unlink()
-    with pytest.raises(FileNotFoundError, match=r"lists 'b' but .*b.xml does not exist"):
+    with pytest.raises(DataError, match=r"lists 'b' but .*b.xml does not exist"):
         voc_detection(root, "train")
 
     flat = write_voc(tmp_path / "flat", {"d": (10, 10, [("cat", 5, 5, 5, 9, False)])})
@@ -95,6 +95,38 @@ def test_errors_name_the_file(tmp_path: Path, write_voc) -> None:
     bad_json.write_text('{"images": []}')
     with pytest.raises(AnnotationError, match=r"bad.json is not COCO detection JSON"):
         coco_detection(bad_json, tmp_path)
+
+
+def test_boxes_are_checked_against_the_image_size_where_it_is_given(
+    tmp_path: Path, write_voc
+) -> None:
+    """VOC's <size> and COCO's width/height bound the boxes; without them only emptiness counts."""
+    beyond = {"d": (10, 10, [("cat", 2, 2, 12, 9, False)])}  # xmax 12 in a 10 px wide image
+    root = write_voc(tmp_path / "voc", beyond)
+    assert len(voc_detection(root, "train")) == 1  # write_voc writes no <size>
+    xml = root / "Annotations" / "d.xml"
+    xml.write_text(
+        xml.read_text().replace(
+            "<object>", "<size><width>10</width><height>10</height></size><object>", 1
+        )
+    )
+    with pytest.raises(
+        AnnotationError, match=r"d.xml, object 1: .* outside the image, which is 10 x 10"
+    ):
+        voc_detection(root, "train")
+    coco = write_coco(tmp_path / "beyond.json", beyond)
+    with pytest.raises(AnnotationError, match=r"beyond.json, annotation 1: .* outside the image"):
+        coco_detection(coco, root)
+
+
+def test_every_image_is_looked_for_when_the_set_is_read(tmp_path: Path, write_voc) -> None:
+    root = write_voc(tmp_path, IMAGES)
+    coco = write_coco(tmp_path / "instances.json")
+    (root / "JPEGImages" / "c.png").unlink()  # c has no objects: only its file is missing
+    with pytest.raises(DataError, match=r"c.xml: the image .*JPEGImages/c.png does not exist"):
+        voc_detection(root, "train")
+    with pytest.raises(DataError, match=r"instances.json: the image .*c.png does not exist"):
+        coco_detection(coco, tmp_path)
 
 
 @pytest.mark.real

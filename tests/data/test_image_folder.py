@@ -9,7 +9,7 @@ from torchvision.io import write_png
 
 from sslvision.data.image_folder import ImageFolderDataset
 from sslvision.data.spec import dataset_from_spec
-from sslvision.errors import CorruptImageError
+from sslvision.errors import ConfigError, CorruptImageError, DataError
 
 # The test images are written with torchvision's (deprecated in 0.29) encoder.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
@@ -55,29 +55,29 @@ def test_class_list_keeps_only_listed_folders(folder: Path) -> None:
 
 
 def test_listed_class_missing_on_disk_is_named(folder: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"no folder under .*: n09"):
+    with pytest.raises(DataError, match=r"no folder under .*: n09"):
         ImageFolderDataset(folder, image_size=4, classes=["n01", "n09"])
 
 
 def test_duplicate_listed_class_is_named(folder: Path) -> None:
-    with pytest.raises(ValueError, match="twice: n01"):
+    with pytest.raises(ConfigError, match="twice: n01"):
         ImageFolderDataset(folder, image_size=4, classes=["n01", "n01"])
 
 
 def test_missing_root_is_named(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"root .*nowhere does not exist"):
+    with pytest.raises(DataError, match=r"root .*nowhere does not exist"):
         ImageFolderDataset(tmp_path / "nowhere", image_size=4)
 
 
 def test_root_without_class_folders(tmp_path: Path) -> None:
     _write_image(tmp_path / "loose.png", 0)
-    with pytest.raises(ValueError, match="no class sub-directories"):
+    with pytest.raises(DataError, match="no class sub-directories"):
         ImageFolderDataset(tmp_path, image_size=4)
 
 
 def test_empty_class_folder_is_named(folder: Path) -> None:
     (folder / "n04_empty").mkdir()
-    with pytest.raises(ValueError, match=r"class folder .*n04_empty contains no images"):
+    with pytest.raises(DataError, match=r"class folder .*n04_empty contains no images"):
         ImageFolderDataset(folder, image_size=4)
 
 
