@@ -7,9 +7,13 @@ and ``forward_features`` (the last feature map, the thing dense methods use).
 
 from __future__ import annotations
 
+import difflib
+
 import torch
 import torchvision
 from torch import Tensor, nn
+
+from sslvision.errors import ConfigError
 
 TIMM_PREFIX = "timm:"
 
@@ -45,7 +49,7 @@ def apply_small_stem(model: nn.Module, name: str) -> None:
     """CIFAR-style stem: a 3x3 stride-1 first conv and no max-pool (keeps 32 px maps useful)."""
     conv = getattr(model, "conv1", None)
     if not isinstance(conv, nn.Conv2d) or not hasattr(model, "maxpool"):
-        raise ValueError(
+        raise ConfigError(
             f"model.small_stem is only supported for ResNet-style models, not '{name}'"
         )
     model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=False)
@@ -55,14 +59,14 @@ def apply_small_stem(model: nn.Module, name: str) -> None:
 def _torchvision_model(name: str, weights: str | None) -> tuple[nn.Module, int]:
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
-        raise ValueError(
+        raise ConfigError(
             f"unknown torchvision backbone '{name}'. Available ResNet-style names: "
             f"{', '.join(n for n in available if 'resnet' in n or 'resnext' in n)}; "
             f"for timm models write 'timm:<name>'."
         )
     model = torchvision.models.get_model(name, weights=weights)
     if not hasattr(model, "fc") or not hasattr(model, "layer4"):
-        raise ValueError(f"torchvision backbone '{name}' is not ResNet-style; use 'timm:{name}'")
+        raise ConfigError(f"torchvision backbone '{name}' is not ResNet-style; use 'timm:{name}'")
     feature_dim = model.fc.in_features
     model.fc = nn.Identity()
     return model, feature_dim
@@ -71,6 +75,10 @@ def _torchvision_model(name: str, weights: str | None) -> tuple[nn.Module, int]:
 def _timm_model(name: str, pretrained: bool) -> tuple[nn.Module, int]:
     import timm
 
+    if ":" not in name and not timm.is_model(name):  # "hf-hub:<repo>" names are timm's to resolve
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f" Did you mean {', '.join(f'timm:{c}' for c in close)}?" if close else ""
+        raise ConfigError(f"unknown timm model '{name}'.{hint} timm.list_models() lists them all.")
     model = timm.create_model(name, pretrained=pretrained, num_classes=0)
     return model, getattr(model, "head_hidden_size", None) or model.num_features
 
