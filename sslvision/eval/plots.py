@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from sslvision.errors import PlotError
+from sslvision.eval.results import read_table
 
 
 def plot_results(table: pd.DataFrame, metric: str, out: str | Path) -> Path:
@@ -44,8 +45,8 @@ def plot_curves(run_dirs: Sequence[str | Path], columns: Sequence[str], out: str
     for run_dir in run_dirs:
         path = Path(run_dir) / "metrics.csv"
         if not path.is_file():
-            raise FileNotFoundError(f"no metrics.csv in {run_dir}; pass a run directory")
-        metrics = pd.read_csv(path)
+            raise PlotError(f"no metrics.csv in {run_dir}; pass a run directory")
+        metrics = read_table(path)
         for column, axes in zip(columns, panels[:, 0], strict=True):
             if column not in metrics.columns:
                 raise PlotError(

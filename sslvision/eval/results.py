@@ -1,7 +1,7 @@
 """Result records: one flat mapping per evaluation, kept as CSV rows and printed as JSON lines.
 
-Every command appends its record to a results table that ``sslvision report`` reads with pandas,
-and can print the same record as one JSON line for scripts (``--json``).
+Every evaluator appends its record to a results table that ``sslvision report`` reads with pandas;
+every command can print its record as one JSON line for scripts (``--json``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sslvision.errors import DataError, PlotError
+
 
 def append_result(record: Mapping[str, Any], csv_path: str | Path) -> None:
     """Append ``record`` as one row of the CSV at ``csv_path``, creating the file and its folders.
@@ -35,13 +37,49 @@ def append_result(record: Mapping[str, Any], csv_path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame([row])
     if path.exists() and path.stat().st_size > 0:
-        table = pd.concat([pd.read_csv(path), table], ignore_index=True)
+        table = pd.concat([read_table(path), table], ignore_index=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         table.to_csv(temporary, index=False)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def read_results(csv_path: str | Path, *, evaluator: str = "") -> pd.DataFrame:
+    """The evaluators' results table at ``csv_path``, only ``evaluator``'s rows when given.
+
+    A missing, empty or unparsable file, a table without an ``evaluator`` column (not written by
+    the evaluators) and an evaluator without rows are refused by name, not with a pandas error.
+    """
+    path = Path(csv_path)
+    if not path.is_file():
+        raise DataError(f"no results table at {path}; run an evaluator first")
+    if path.stat().st_size == 0:
+        raise DataError(f"the results table {path} is empty (0 bytes)")
+    table = read_table(path)
+    if "evaluator" not in table.columns:
+        raise PlotError(
+            f"{path} is not a results table of sslvision's evaluators: it has no 'evaluator' "
+            f"column (its first columns: {', '.join(repr(c) for c in table.columns[:5])})"
+        )
+    if evaluator:
+        found = sorted(table["evaluator"].dropna().astype(str).unique())
+        table = table[table["evaluator"] == evaluator]
+        if table.empty:
+            raise PlotError(
+                f"no rows of evaluator '{evaluator}' in {path}; it has: {', '.join(found)}"
+            )
+    return table
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """``pd.read_csv`` whose errors (empty, binary, malformed content) name the file, one line."""
+    try:
+        return pd.read_csv(path)
+    except ValueError as error:  # pandas' ParserError and UnicodeDecodeError are ValueErrors
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise DataError(f"cannot read {path} as a CSV table: {reason}") from None
 
 
 def format_json_record(record: Mapping[str, Any]) -> str:

@@ -50,7 +50,7 @@ def test_curves_draw_each_run_and_skip_steps_without_a_probe(tmp_path: Path) -> 
     assert _png_size(out) == (7 * 120, round(2 * 2.6 * 120))
     with pytest.raises(PlotError, match="has no column 'acc'; it has step, epoch, loss"):
         plot_curves([first], ["acc"], tmp_path / "x.png")
-    with pytest.raises(FileNotFoundError, match=r"no metrics\.csv in .*nowhere; pass a run"):
+    with pytest.raises(PlotError, match=r"no metrics\.csv in .*nowhere; pass a run"):
         plot_curves([tmp_path / "nowhere"], ["loss"], tmp_path / "x.png")
 
 

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from sslvision.eval.results import append_result, flatten_knn, format_json_record
+from sslvision.errors import DataError, PlotError
+from sslvision.eval.results import append_result, flatten_knn, format_json_record, read_results
 
 
 def test_appends_with_different_columns_give_the_union(tmp_path):
@@ -96,3 +97,24 @@ def test_flatten_knn_names_metric_and_k():
         "knn_top1_k200": 0.4,
         "knn_top5_k200": 0.8,
     }
+
+
+def test_read_results_keeps_one_evaluators_rows_of_a_mixed_table(tmp_path):
+    """Rows of other commands (pretrain, before it stopped writing them) have no evaluator."""
+    csv_path = tmp_path / "results.csv"
+    append_result({"command": "pretrain", "method": "simclr"}, csv_path)
+    append_result({"evaluator": "knn", "encoder": "random", "knn_top1_k20": 0.1}, csv_path)
+    append_result({"evaluator": "detection", "encoder": "random", "ap50": 0.2}, csv_path)
+    assert len(read_results(csv_path)) == 3
+    knn = read_results(csv_path, evaluator="knn")
+    assert list(knn["encoder"]) == ["random"] and knn["knn_top1_k20"].tolist() == [0.1]
+    with pytest.raises(PlotError, match=r"no rows of evaluator 'linear' .*: detection, knn"):
+        read_results(csv_path, evaluator="linear")
+
+
+def test_an_unreadable_table_is_named_before_a_row_is_added(tmp_path):
+    csv_path = tmp_path / "results.csv"
+    csv_path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    with pytest.raises(DataError, match=r"cannot read .*results\.csv as a CSV table"):
+        append_result({"evaluator": "knn"}, csv_path)
+    assert csv_path.read_bytes().startswith(b"\x89PNG")  # left as it was
