@@ -3,22 +3,46 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 DEFAULT_RESULTS = "results/results.csv"
 REPORT_COLUMNS = ["evaluator", "encoder", "method", "backbone", "val_data"]
+# Every command's --help shows the defaults.
+HELP_FORMAT = argparse.ArgumentDefaultsHelpFormatter
 
 
-def _add_result_flags(parser: argparse.ArgumentParser) -> None:
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum``; argparse names the flag when it is not."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0 (a learning rate, a temperature)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print the result record as JSON on the last line"
-    )
-    parser.add_argument(
-        "--results-csv",
-        default=DEFAULT_RESULTS,
-        help=f"append the result record to this CSV (default: {DEFAULT_RESULTS})",
     )
 
 
@@ -26,27 +50,38 @@ def _add_evaluator_flags(parser: argparse.ArgumentParser) -> None:
     """The flags every evaluator shares: the encoder's build, loading, its row in the table."""
     parser.add_argument("--backbone", default="resnet18", help="for random/weights encoders")
     parser.add_argument("--small-stem", action="store_true", help="for random/weights encoders")
-    parser.add_argument("--num-workers", type=int, default=2, help="data loading processes")
+    parser.add_argument(
+        "--num-workers", type=_int_at_least(0), default=2, help="data loading processes"
+    )
     parser.add_argument("--label", default="", help="a name for this row in the results table")
-    _add_result_flags(parser)
+    _add_json_flag(parser)
+    parser.add_argument(
+        "--results-csv", default=DEFAULT_RESULTS, help="append the result record to this CSV"
+    )
 
 
 def _finish(record: dict, args: argparse.Namespace) -> None:
+    """Print the record; an evaluator's also goes into the results table that ``report`` reads."""
     from sslvision.eval.results import append_result, format_json_record
 
-    if getattr(args, "label", ""):  # the evaluators' --label names their row
-        record["label"] = args.label
-    append_result(record, args.results_csv)
+    if "results_csv" in args:  # evaluators only: pretrain and export rows are no results
+        if args.label:
+            record["label"] = args.label
+        append_result(record, args.results_csv)
     if args.json:
         print(format_json_record(record))
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    from sslvision.config import load_config
-    from sslvision.engine.trainer import train
+    from sslvision.config import config_yaml, load_config
 
     cfg = load_config(args.config, args.overrides)
-    result = train(cfg, resume=args.resume)
+    if args.print_config:
+        print(config_yaml(cfg), end="")
+        return
+    from sslvision.engine.trainer import train
+
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     last = result.metrics[-1] if result.metrics else {}
     record = {
         "command": "pretrain",
@@ -106,14 +141,9 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    import pandas as pd
+    from sslvision.eval.results import read_results
 
-    path = Path(args.results_csv)
-    if not path.is_file():
-        raise FileNotFoundError(f"no results table at {path}; run an evaluator first")
-    table = pd.read_csv(path)
-    if args.evaluator:
-        table = table[table["evaluator"] == args.evaluator]
+    table = read_results(args.results_csv, evaluator=args.evaluator)
     metrics = [c for c in table.columns if c.startswith(("knn_top1", "linear_", "ap"))]
     columns = [c for c in ["label", *REPORT_COLUMNS, *metrics] if c in table.columns]
     shown = table[columns].copy()
@@ -183,15 +213,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="pretrain a backbone from a YAML recipe",
         description="Pretrain a backbone. Example: sslvision pretrain configs/simclr/demo.yaml "
         "train.epochs=5 optim.base_lr=0.6",
+        formatter_class=HELP_FORMAT,
     )
     p.add_argument("config", help="YAML recipe, e.g. configs/simclr/imagenette.yaml")
-    p.add_argument("overrides", nargs="*", help="dotted overrides such as train.batch_size=128")
+    p.add_argument(
+        "overrides", nargs="*", default=[], help="dotted overrides such as train.batch_size=128"
+    )
     p.add_argument(
         "--resume",
         default=None,
         help="'auto': continue from the run's last checkpoint if any; or a checkpoint path",
     )
-    _add_result_flags(p)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a run directory that holds a checkpoint, deleting that run's outputs",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (every key, defaults filled in) as YAML and exit",
+    )
+    _add_json_flag(p)
     p.set_defaults(func=_pretrain)
 
     p = commands.add_parser(
@@ -200,18 +243,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="kNN-evaluate an encoder: a checkpoint path, 'random', a torchvision weight "
         "name (ResNet18_Weights.IMAGENET1K_V1) or timm:<model>.<tag>. Data: an ImageFolder split "
         "directory, 'synthetic' (the embedded default) or cifar10:ROOT / cifar100:ROOT.",
+        formatter_class=HELP_FORMAT,
     )
     p.add_argument("encoder", help="checkpoint path | random | weight name")
     p.add_argument("--train-data", required=True, help="the memory bank's images")
     p.add_argument("--val-data", required=True, help="the images to classify")
-    p.add_argument("--k", type=int, nargs="+", default=[20, 200], help="neighbour counts")
-    p.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(sim / T)")
+    p.add_argument(
+        "--k", type=_int_at_least(1), nargs="+", default=[20, 200], help="neighbour counts"
+    )
+    p.add_argument(
+        "--temperature", type=_positive_float, default=0.07, help="vote weight exp(sim / T)"
+    )
     _add_evaluator_flags(p)
     p.add_argument(
-        "--image-size", type=int, default=None, help="load size (default: checkpoint's, else 32)"
+        "--image-size",
+        type=_int_at_least(1),
+        default=None,
+        help="load size; None: the checkpoint's, else 32",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the 'random' encoder's init")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_int_at_least(1), default=256, help="images a batch")
     p.set_defaults(func=_knn)
 
     p = commands.add_parser(
@@ -220,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune a Faster R-CNN with FPN on the encoder's ResNet and "
         "report COCO-protocol AP50 and AP. Example: sslvision detect "
         "runs/densecl-imagenette64/checkpoints/last.pt --voc /data/det_fruits --steps 1000",
+        formatter_class=HELP_FORMAT,
     )
     p.add_argument("encoder", help="checkpoint path | random | torchvision weight name")
     p.add_argument("--voc", default="", help="a VOC-layout root (Annotations/, ImageSets/Main/)")
@@ -228,18 +280,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coco-train", default="", help="COCO detection JSON to train on")
     p.add_argument("--coco-val", default="", help="COCO detection JSON to evaluate on")
     p.add_argument(
-        "--image-root", default="", help="COCO file_name base (default: the train JSON's folder)"
+        "--image-root", default="", help="COCO file_name base; empty: the train JSON's folder"
     )
-    p.add_argument("--steps", type=int, default=1000, help="fine-tuning steps")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--steps", type=_int_at_least(1), default=1000, help="fine-tuning steps")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=4, help="images a step")
     p.add_argument(
-        "--lr", type=float, default=0.005, help="peak SGD learning rate (0.02 per 16 images)"
+        "--lr",
+        type=_positive_float,
+        default=0.005,
+        help="peak SGD learning rate (0.02 per 16 images)",
     )
     p.add_argument("--norm", default="batch", choices=("batch", "frozen"), help="backbone BN")
-    p.add_argument("--min-size", type=int, default=320, help="shorter image side for the detector")
-    p.add_argument("--max-size", type=int, default=512, help="longer image side at most")
     p.add_argument(
-        "--trainable-layers", type=int, default=3, help="ResNet stages fine-tuned, 0-5 (3)"
+        "--min-size",
+        type=_int_at_least(1),
+        default=320,
+        help="shorter image side for the detector",
+    )
+    p.add_argument(
+        "--max-size", type=_int_at_least(1), default=512, help="longer image side at most"
+    )
+    p.add_argument(
+        "--trainable-layers", type=int, choices=range(6), default=3, help="ResNet stages fine-tuned"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the heads' init and the order")
     _add_evaluator_flags(p)
@@ -251,17 +313,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export the pretrained backbone for use outside sslvision: a file of tensors "
         "in the key names of torchvision or timm. Example: sslvision export "
         "runs/simclr-imagenette64/checkpoints/last.pt --out resnet18_simclr.pt",
+        formatter_class=HELP_FORMAT,
     )
     p.add_argument("checkpoint", help="an sslvision checkpoint (.pt)")
-    p.add_argument("--out", default="", help="output file (default: <checkpoint>.backbone.pt)")
-    _add_result_flags(p)
+    p.add_argument("--out", default="", help="output file; empty: <checkpoint>.backbone.pt")
+    _add_json_flag(p)
     p.set_defaults(func=_export)
 
-    p = commands.add_parser("report", help="print the results table (and plot it)")
-    p.add_argument("results_csv", nargs="?", default=DEFAULT_RESULTS)
+    p = commands.add_parser(
+        "report", help="print the results table (and plot it)", formatter_class=HELP_FORMAT
+    )
+    p.add_argument(
+        "results_csv", nargs="?", default=DEFAULT_RESULTS, help="the evaluators' results table"
+    )
     p.add_argument("--evaluator", default="", help="only rows of this evaluator (e.g. knn)")
     p.add_argument("--plot", default="", help="also draw the rows as bars into this PNG")
-    p.add_argument("--metric", default="", help="the plotted column (default: the first metric)")
+    p.add_argument("--metric", default="", help="the plotted column; empty: the first metric")
     p.set_defaults(func=_report)
 
     p = commands.add_parser(
@@ -269,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="plot training curves of runs",
         description="Plot columns of each run's metrics.csv against the step, one panel per "
         "column. Example: sslvision curves runs/simclr-demo runs/mocov2-demo --columns loss",
+        formatter_class=HELP_FORMAT,
     )
     p.add_argument("run_dirs", nargs="+", help="run directories (each holds a metrics.csv)")
     p.add_argument("--columns", nargs="+", default=["loss"], help="e.g. loss knn_top1 lr")
@@ -279,7 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sslvision`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and "overrides" in args and not any(item.startswith("-") for item in extra):
+        args.overrides = [*args.overrides, *extra]  # overrides after an option: CONFIG --flag k=v
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from sslvision.errors import UserError
 
     try:
@@ -287,9 +360,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except FileNotFoundError as exc:  # a path the user typed
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     return 0
 
 

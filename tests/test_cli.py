@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from sslvision.cli import main
+from sslvision.config import load_config, to_dict
+from sslvision.methods.simclr import SimCLRConfig
 
 
 @pytest.fixture
@@ -34,23 +36,61 @@ def recipe(tmp_path: Path) -> Path:
 
 def test_pretrain_then_knn_then_report(recipe: Path, tmp_path: Path, capsys) -> None:
     results = tmp_path / "results.csv"
-    common = ["--results-csv", str(results), "--json"]
-    assert main(["pretrain", str(recipe), "data.num_workers=0", *common]) == 0
+    assert main(["pretrain", str(recipe), "data.num_workers=0", "--json"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["step"] == 4 and Path(record["checkpoint"]).is_file()
 
     knn = ["--train-data", "synthetic:64", "--val-data", "synthetic:32", "--k", "5", "20"]
-    assert main(["knn", record["checkpoint"], *knn, "--num-workers", "0", *common]) == 0
+    common = ["--num-workers", "0", "--results-csv", str(results), "--json"]
+    assert main(["knn", record["checkpoint"], *knn, *common]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith("kNN k=5: top-1")
     knn_record = json.loads(out[-1])
     assert 0.0 <= knn_record["knn_top1_k20"] <= 1.0
     assert knn_record["num_train"] == 64 and knn_record["image_size"] == 16
 
-    table = pd.read_csv(results)
-    assert list(table["command"].fillna("")) == ["pretrain", ""]
+    table = pd.read_csv(results)  # the evaluator's row only: pretraining is no result
+    assert list(table["evaluator"]) == ["knn"] and "command" not in table.columns
     assert main(["report", str(results), "--evaluator", "knn"]) == 0
     assert "knn_top1_k20" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["pretrain", "export"])
+def test_pretrain_and_export_write_no_results_row(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "x.yaml" if command == "pretrain" else "x.pt", "--results-csv", "r.csv"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --results-csv r.csv" in capsys.readouterr().err
+
+
+def test_print_config_prints_every_key_resolved_and_trains_nothing(
+    recipe: Path, tmp_path: Path, capsys
+) -> None:
+    """Options may come between the recipe and the overrides."""
+    argv = ["pretrain", str(recipe), "--print-config", "train.epochs=3", "optim.name=lars"]
+    assert main(argv) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == to_dict(load_config(recipe, ["train.epochs=3", "optim.name=lars"]))
+    assert printed["train"]["epochs"] == 3 and printed["optim"]["warmup_epochs"] == 10.0
+    assert printed["method"]["temperature"] == SimCLRConfig.temperature  # a default filled in
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", ["pretrain", "knn", "detect", "export", "report", "curves"])
+def test_every_command_help_shows_its_defaults(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # help wraps lines
+    expected = {
+        "pretrain": "(default: None)",  # --resume
+        "knn": "neighbour counts (default: [20, 200])",
+        "detect": "fine-tuning steps (default: 1000)",
+        "export": "(default: False)",  # --json
+        "report": "(default: results/results.csv)",
+        "curves": "the PNG to write (default: curves.png)",
+    }
+    assert expected[command] in out
 
 
 def test_unknown_config_key_names_it_and_the_closest_valid_key(recipe: Path, capsys) -> None:
