@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	rm -f $(DEMO_CSV)
-	$(BIN)/sslvision pretrain configs/simclr/demo.yaml --results-csv $(DEMO_CSV)
+	$(BIN)/sslvision pretrain configs/simclr/demo.yaml --overwrite
 	$(BIN)/sslvision knn runs/simclr-demo/checkpoints/last.pt --train-data synthetic \
 		--val-data synthetic --label "SimCLR (demo)" --results-csv $(DEMO_CSV)
 	$(BIN)/sslvision knn random --train-data synthetic --val-data synthetic \

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sslvision.backbones import Backbone, build_backbone
+from sslvision.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +43,13 @@ def test_timm_model_gives_pooled_features_of_feature_dim() -> None:
 
 
 def test_unknown_torchvision_name_lists_resnets_and_the_timm_prefix() -> None:
-    with pytest.raises(ValueError, match="unknown torchvision backbone 'resnet19'") as info:
+    with pytest.raises(ConfigError, match="unknown torchvision backbone 'resnet19'") as info:
         build_backbone("resnet19")
     assert "resnet18" in str(info.value) and "'timm:<name>'" in str(info.value)
 
 
 def test_unknown_timm_name_names_itself() -> None:
-    with pytest.raises(RuntimeError, match="no_such_net"):
+    with pytest.raises(ConfigError, match="no_such_net"):
         build_backbone("timm:no_such_net")
 
 
