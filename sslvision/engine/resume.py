@@ -55,6 +55,8 @@ def check_resumable(checkpoint: dict[str, Any], cfg: Config, world_size: int, pa
     now = _flatten(to_dict(cfg))
     keys = saved.keys() | now.keys()
     changed = sorted(k for k in keys if _fixed(k) and saved.get(k) != now.get(k))
+    if "method.name" in changed:  # another method: its other keys differ as a consequence
+        changed = ["method.name"]
     if changed:
         details = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
         raise CheckpointError(

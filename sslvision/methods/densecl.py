@@ -40,6 +40,7 @@ class DenseCLConfig(MoCoV2Config):
 
     name: str = "densecl"
     dense_weight: float = 0.5  # lambda of eq. 4
+    queue_start: str = "random"  # the authors' start; "empty" is not measured for DenseCL yet
 
 
 class DenseKeys(NamedTuple):

@@ -60,7 +60,9 @@ def naive_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, t: flo
 
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_mocov2_loss_uses_the_queue_before_the_step_and_enqueues_after(symmetric: bool) -> None:
-    model = build("mocov2", queue_length=16, symmetric=symmetric, temperature=0.2).eval()
+    model = build(
+        "mocov2", queue_length=16, symmetric=symmetric, temperature=0.2, queue_start="random"
+    ).eval()
     views = two_views()
     queue_before = model.queue.contents().clone()
     ptr_before = int(model.queue.ptr)
@@ -84,8 +86,17 @@ def test_mocov2_loss_uses_the_queue_before_the_step_and_enqueues_after(symmetric
     torch.testing.assert_close(model.queue.features[slots], new_keys, rtol=1e-4, atol=1e-5)
 
 
+def test_mocov2_queue_starts_empty_by_default_and_random_as_the_authors() -> None:
+    empty = build("mocov2", queue_length=16, symmetric=True)
+    random = build("mocov2", queue_length=16, queue_start="random")
+    assert len(empty.queue.contents()) == 0 and len(random.queue.contents()) == 16
+    torch.testing.assert_close(random.queue.contents().norm(dim=1), torch.ones(16))
+    empty.training_step(two_views())  # the first step has no negatives; its keys are enqueued
+    assert len(empty.queue.contents()) == 2 * len(two_views().images[0])
+
+
 def test_mocov2_gradients_reach_the_online_encoder_only() -> None:
-    model = build("mocov2", queue_length=10).train()
+    model = build("mocov2", queue_length=10, queue_start="random").train()
     model.training_step(two_views())["loss"].backward()
     assert all(p.grad is None for p in model.momentum_encoder.parameters())
     assert all(not p.requires_grad for p in model.momentum_encoder.parameters())
@@ -195,6 +206,7 @@ def test_mocov3_freezes_the_vit_patch_projection() -> None:
     [
         ("mocov2", {"key_bn": "group"}, "unknown method.key_bn 'group'. Valid choices: shuffle"),
         ("mocov2", {"queue_length": 0}, "method.queue_length must be positive"),
+        ("mocov2", {"queue_start": "keys"}, "unknown method.queue_start 'keys'. Valid choices"),
         ("byol", {"momentum_schedule": "linear"}, "Valid choices: constant, cosine"),
         ("byol", {"momentum": 1.5}, r"method.momentum must be in \[0, 1\]"),
         ("mocov3", {"freeze_patch_embed": True}, "needs a ViT backbone"),
