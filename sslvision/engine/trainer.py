@@ -222,7 +222,7 @@ def _train(cfg: Config, accelerator: Accelerator, start_from: Path | None) -> Tr
         step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
         resume_schedule(scheduler, step)
         metrics = list(ckpt["metrics"])
-        restore_rng = ckpt["rng"][rank if rank < len(ckpt["rng"]) else 0]
+        restore_rng = ckpt["rng"][rank]  # check_resumable: one entry per process
         del ckpt
 
     logger = None
@@ -263,15 +263,17 @@ def _train(cfg: Config, accelerator: Accelerator, start_from: Path | None) -> Tr
         dynamic_ncols=True,
     )
 
+    def last_good() -> str:
+        return f"the last good checkpoint is {last_path}" if last_path.exists() else "none"
+
     def check_finite() -> None:
         # Every rank must stop at the same check, or the others wait for it in the next all-reduce.
         bad = min((b for b in accelerator.gather(bad_step[None]).tolist() if b >= 0), default=-1)
         if bad >= 0:
-            kept = f"the last good checkpoint is {last_path}" if last_path.exists() else "none"
             raise NonFiniteError(
                 f"the loss became NaN or infinite at step {bad}; training stopped and nothing "
-                f"after the previous checkpoint was saved ({kept}). Lower optim.base_lr, enable "
-                f"train.grad_clip, or check the data."
+                f"after the previous checkpoint was saved ({last_good()}). Lower optim.base_lr, "
+                f"enable train.grad_clip, or check the data."
             )
 
     def check_finite_state(state: dict[str, Any]) -> None:
@@ -279,10 +281,9 @@ def _train(cfg: Config, accelerator: Accelerator, start_from: Path | None) -> Tr
         bad = first_nonfinite({k: state[k] for k in ("model", "process_local", "optimizer")})
         flags = accelerator.gather(torch.tensor([bad is not None], device=device)).tolist()
         if any(flags):
-            kept = f"the last good checkpoint is {last_path}" if last_path.exists() else "none"
             raise NonFiniteError(
                 f"step {step}: the state to checkpoint holds NaN or infinite values "
-                f"({bad or 'on another process'}); it was not saved ({kept}). Lower "
+                f"({bad or 'on another process'}); it was not saved ({last_good()}). Lower "
                 f"optim.base_lr, enable train.grad_clip, or check the data."
             )
 
