@@ -94,6 +94,9 @@ def test_train_writes_run_directory(tmp_path: Path) -> None:
 def test_runs_with_different_precisions_follow_each_other(tmp_path: Path) -> None:
     for precision in ("no", "bf16"):
         recipe = tiny_recipe(tmp_path / precision, precision=precision, deterministic=False)
+        # 32 px: at 16 px layer4.0.conv1 (stride 2) sees 1x1 maps, and CPU autocast's bf16 weight
+        # gradient of such a convolution is NaN about once in 20 calls (torch 2.14.1, oneDNN).
+        recipe["data"]["image_size"] = recipe["augment"]["size"] = 32
         assert train(config_from_dict(recipe)).step == 12
 
 
