@@ -72,13 +72,14 @@ def _finish(record: dict, args: argparse.Namespace) -> None:
         print(format_json_record(record))
 
 
-def _pretrain(args: argparse.Namespace) -> None:
+def _pretrain(args: argparse.Namespace) -> int:
     from sslvision.config import config_yaml, load_config
 
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
         print(config_yaml(cfg), end="")
-        return
+        return 0
+    from sslvision.engine.callbacks import PREEMPTED_EXIT_CODE
     from sslvision.engine.trainer import train
 
     result = train(cfg, resume=args.resume, overwrite=args.overwrite)
@@ -91,11 +92,13 @@ def _pretrain(args: argparse.Namespace) -> None:
         "run_dir": str(result.run_dir),
         "checkpoint": str(result.checkpoint),
         "step": result.step,
+        "status": result.status,
         "loss": last.get("loss"),
         "images_per_s": last.get("images_per_s"),
     }
     print(f"checkpoint: {result.checkpoint}")
     _finish(record, args)
+    return PREEMPTED_EXIT_CODE if result.status == "preempted" else 0
 
 
 def _knn(args: argparse.Namespace) -> None:
@@ -356,11 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sslvision.errors import UserError
 
     try:
-        args.func(args)
+        return args.func(args) or 0  # pretrain: PREEMPTED_EXIT_CODE when stopped by a signal
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    return 0
 
 
 if __name__ == "__main__":

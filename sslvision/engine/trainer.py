@@ -1,15 +1,16 @@
-"""The one training loop: uint8 batches -> device -> views -> method -> loss -> optimiser.
+"""Pretraining: a method, its data and view pipeline, and the callbacks of a run, handed to
+the one :class:`~sslvision.engine.loop.Trainer`.
 
-accelerate handles devices, mixed precision, gradient accumulation and DDP. The loop keeps the
-host and the device decoupled: losses are summed on the device and read back only at log and
-checkpoint steps, where a non-finite loss is caught before anything is saved.
+uint8 batches go to the device once; the view pipeline (kornia) makes the views there; the
+method's forward returns the loss. accelerate handles devices, mixed precision, gradient
+accumulation and DDP; the callbacks log, probe, guard, checkpoint and honour preemption.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from sslvision.augment.pipeline import ViewPipeline
 from sslvision.augment.recipes import RECIPES
@@ -28,24 +28,24 @@ from sslvision.augment.spec import ViewGroup
 from sslvision.config import Config, save_config, to_dict
 from sslvision.data.build import build_dataset, load_class_list
 from sslvision.data.sampler import ResumableSampler
-from sslvision.engine.checkpoint import (
-    first_nonfinite,
-    gather_from_every_process,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
+from sslvision.engine.callbacks import (
+    Checkpointer,
+    KNNMonitor,
+    MetricsCallback,
+    NonFiniteGuard,
+    Preemption,
+    ProgressBar,
 )
-from sslvision.engine.knn_monitor import KNNMonitor, check_monitor_config
-from sslvision.engine.metrics import METRIC_COLUMNS, MetricsLogger
+from sslvision.engine.callbacks.knn_monitor import check_monitor_config, probe_factory
+from sslvision.engine.checkpoint import load_checkpoint
+from sslvision.engine.loop import Callback, Forward, LoopLength, Trainer
 from sslvision.engine.optim import build_optimizer
-from sslvision.engine.resume import check_resumable, restore_optimizer, resume_schedule
+from sslvision.engine.resume import check_resumable
 from sslvision.engine.run_dir import claim_run_dir
 from sslvision.engine.schedule import build_scheduler
-from sslvision.errors import CheckpointError, ConfigError, NonFiniteError
-from sslvision.methods.base import Progress
+from sslvision.errors import CheckpointError, ConfigError
+from sslvision.methods.base import Method, Progress
 from sslvision.methods.registry import build_method, method_class
-from sslvision.nn.queue import process_local_buffers
 
 
 @dataclass
@@ -54,6 +54,7 @@ class TrainResult:
     checkpoint: Path
     step: int
     metrics: list[dict[str, float]]
+    status: str = "finished"  # or "preempted": resume with --resume auto
 
 
 def resolve_views(cfg: Config) -> list[ViewGroup]:
@@ -116,11 +117,18 @@ def _accelerator(precision: str, grad_accum_steps: int) -> Accelerator:
     return accelerator
 
 
-def train(cfg: Config, resume: str | None = None, overwrite: bool = False) -> TrainResult:
+def train(
+    cfg: Config,
+    resume: str | None = None,
+    overwrite: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
     """Pretrain ``cfg.method`` and return where the run and its last checkpoint are.
 
     ``resume``: None for a fresh run, ``auto`` or a checkpoint path to continue one. A fresh run
-    into a directory that holds a checkpoint stops unless ``overwrite``.
+    into a directory that holds a checkpoint stops unless ``overwrite``. ``callbacks`` run after
+    the run's own ones at every hook. A SIGTERM or SIGUSR1 stops the run at the next step with
+    a checkpoint and ``status`` ``"preempted"``.
     """
     # accelerate keeps one precision per process; forget the previous run's so that runs with
     # different train.precision can follow each other (notebooks, benchmarks). The process group
@@ -137,28 +145,81 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False) -> Tr
         if accelerator.is_main_process
         else nullcontext()
     )
-    with claim:
-        return _train(cfg, accelerator, start_from)
+    with claim, _deterministic(cfg.train.deterministic):
+        trainer, checkpointer = _build_trainer(cfg, accelerator, callbacks)
+        if start_from is not None:
+            _resume(trainer, cfg, start_from)
+        if accelerator.is_main_process:
+            save_config(cfg, cfg.run_dir / "config.yaml")
+        result = trainer.fit()
+    step, history = result.state.step, result.state.history
+    return TrainResult(cfg.run_dir, checkpointer.last_path, step, history, result.status)
 
 
-def _train(cfg: Config, accelerator: Accelerator, start_from: Path | None) -> TrainResult:
+@contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms`` for this run only, not for what follows it."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled or before)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def _build_trainer(
+    cfg: Config, accelerator: Accelerator, extra: Sequence[Callback]
+) -> tuple[Trainer, Checkpointer]:
+    """The method, optimiser, data, schedule and callbacks of a run, prepared by accelerate."""
     tc = cfg.train
-    if tc.deterministic:
-        torch.use_deterministic_algorithms(True)
-    main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
     set_seed(cfg.seed + rank)
-    device = accelerator.device
-    run_dir, ckpt_dir = cfg.run_dir, cfg.run_dir / "checkpoints"
-    knn_every = cfg.monitor.knn_every
-    groups = cfg.augment.views
     # The method and the optimiser are checked before the data set is scanned (minutes on
     # ImageNet), so a wrong method setting costs seconds.
-    method = build_method(cfg)
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
-    method = method.to(memory_format=memory_format)
+    method = build_method(cfg).to(memory_format=memory_format)
     global_batch = tc.batch_size * world * tc.grad_accum_steps
     optimizer = build_optimizer(method, cfg.optim, global_batch)
+    sampler, loader = _data(cfg, rank, world, pin=accelerator.device.type == "cuda")
+    length = _length(cfg, sampler, world)
+    per_epoch = length.micro_per_epoch // tc.grad_accum_steps
+    scheduler = build_scheduler(
+        optimizer,
+        warmup_steps=round(cfg.optim.warmup_epochs * per_epoch),
+        total_steps=length.total_steps,
+        min_ratio=cfg.optim.min_lr_ratio,
+    )
+    # DDP's own (static) hook for buffers it must neither broadcast from rank 0 nor check.
+    local_buffers = method.process_local_buffers()
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(method, local_buffers)
+    model, optimizer = accelerator.prepare(method, optimizer)
+    pipeline = ViewPipeline(cfg.augment.views, cfg.augment.mean, cfg.augment.std)
+    forward = _forward(model, pipeline.to(accelerator.device), memory_format, accelerator)
+    checkpointer = Checkpointer(
+        cfg.run_dir / "checkpoints",
+        save_every_steps=cfg.checkpoint.save_every_steps,
+        keep_every_epochs=cfg.checkpoint.keep_every_epochs,
+        extra_state=lambda: {"config": to_dict(cfg)},
+    )
+    method = accelerator.unwrap_model(model)
+    callbacks = [*_callbacks(cfg, accelerator, method, checkpointer), *extra]
+    trainer = Trainer(
+        accelerator=accelerator,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loader=loader,
+        sampler=sampler,
+        forward=forward,
+        length=length,
+        callbacks=callbacks,
+        grad_clip=tc.grad_clip,
+        process_local=local_buffers,
+    )
+    return trainer, checkpointer
+
+
+def _data(cfg: Config, rank: int, world: int, pin: bool) -> tuple[ResumableSampler, DataLoader]:
     dataset = build_dataset(
         cfg.data.dataset,
         cfg.data.path,
@@ -171,201 +232,94 @@ def _train(cfg: Config, accelerator: Accelerator, start_from: Path | None) -> Tr
         seed=cfg.seed,
     )
     sampler = ResumableSampler(len(dataset), cfg.seed, rank, world)
-    loader = _loader(cfg, sampler, dataset, pin=device.type == "cuda")
+    return sampler, _loader(cfg, sampler, dataset, pin)
+
+
+def _length(cfg: Config, sampler: ResumableSampler, world: int) -> LoopLength:
+    tc = cfg.train
     per_epoch = sampler.num_samples_per_rank() // tc.batch_size // tc.grad_accum_steps
     if per_epoch == 0:
         raise ConfigError(
-            f"{len(dataset)} images give no full step of train.batch_size={tc.batch_size} x "
-            f"{world} processes x {tc.grad_accum_steps} accumulation steps; lower train.batch_size"
+            f"{sampler.dataset_size} images give no full step of train.batch_size="
+            f"{tc.batch_size} x {world} processes x {tc.grad_accum_steps} accumulation steps; "
+            "lower train.batch_size"
         )
-    micro_per_epoch = per_epoch * tc.grad_accum_steps
     total_steps = tc.epochs * per_epoch
     if tc.max_steps:
         total_steps = min(total_steps, tc.max_steps)
+    return LoopLength(total_steps, tc.epochs, per_epoch * tc.grad_accum_steps)
 
-    pipeline = ViewPipeline(groups, cfg.augment.mean, cfg.augment.std).to(device)
-    monitor = None
+
+def _forward(
+    model: torch.nn.Module,
+    pipeline: ViewPipeline,
+    memory_format: torch.memory_format,
+    accelerator: Accelerator,
+) -> Forward:
+    """A loader batch -> the method's outputs: uint8 images to the device once, views there."""
+    device = accelerator.device
+
+    def forward(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        images, labels = batch
+        views = pipeline(images.to(device, non_blocking=True))
+        views.labels = labels.to(device, non_blocking=True)
+        views.images = [v.contiguous(memory_format=memory_format) for v in views.images]
+        return model(views)
+
+    return forward
+
+
+class MethodHooks(Callback):
+    """The method's own bookkeeping: gradient surgery after backward, momentum updates,
+    queues and prototypes after each optimiser step."""
+
+    def __init__(self, method: Method) -> None:
+        self.method = method
+
+    def on_after_backward(self, trainer: Trainer) -> None:
+        self.method.on_after_backward()
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        state = trainer.state
+        self.method.on_step_end(Progress(state.step, trainer.length.total_steps, state.epoch))
+
+
+def _callbacks(
+    cfg: Config, accelerator: Accelerator, method: Method, checkpointer: Checkpointer
+) -> list[Callback]:
+    """A pretraining run's callbacks, in the order they must run (see :class:`Callback`)."""
+    main, tc, knn_every = accelerator.is_main_process, cfg.train, cfg.monitor.knn_every
+    cadences = (tc.log_every, knn_every)
+    callbacks: list[Callback] = [
+        MethodHooks(method),
+        Preemption(),
+        NonFiniteGuard((*cadences, cfg.checkpoint.save_every_steps), checkpointer.last_good),
+    ]
     if main and knn_every:
-        monitor = KNNMonitor(
+        probe = probe_factory("knn")(
             cfg.monitor,
             image_size=cfg.data.image_size,
             mean=cfg.augment.mean,
             std=cfg.augment.std,
-            device=device,
+            device=accelerator.device,
             seed=cfg.seed,
             num_workers=cfg.data.num_workers,
         )
-    scheduler = build_scheduler(
-        optimizer,
-        warmup_steps=round(cfg.optim.warmup_epochs * per_epoch),
-        total_steps=total_steps,
-        min_ratio=cfg.optim.min_lr_ratio,
-    )
-    # DDP's own (static) hook for buffers it must neither broadcast from rank 0 nor check.
-    local_buffers = process_local_buffers(method)
-    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(method, local_buffers)
-    model, optimizer = accelerator.prepare(method, optimizer)
-    method = accelerator.unwrap_model(model)
+        callbacks.append(KNNMonitor(probe, lambda: method.backbone, knn_every))
+    images_per_batch = tc.batch_size * accelerator.num_processes
+    extra_columns = ("knn_top1",) if knn_every else ()
+    run_dir = cfg.run_dir if main else None
+    callbacks.append(MetricsCallback(run_dir, cadences, images_per_batch, extra_columns))
+    if main and tc.progress_bar:
+        callbacks.append(ProgressBar(f"{cfg.method.name} {cfg.name}"))
+    callbacks.append(checkpointer)
+    return callbacks
 
-    step, epoch, batch_in_epoch, metrics, restore_rng = 0, 0, 0, [], None
-    if start_from is not None:
-        # Loaded to the CPU: a gloo rank's device is cpu:N, which torch.load cannot map to.
-        ckpt = load_checkpoint(start_from)
-        check_resumable(ckpt, cfg, world, start_from)
-        method.load_state_dict(ckpt["model"])
-        own = ckpt.get("process_local", [])  # this process's queues; "model" has rank 0's
-        if rank < len(own):
-            method.load_state_dict(own[rank], strict=False)
-        restore_optimizer(optimizer, ckpt["optimizer"])
-        if accelerator.scaler is not None and ckpt.get("scaler"):
-            accelerator.scaler.load_state_dict(ckpt["scaler"])
-        step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
-        resume_schedule(scheduler, step)
-        metrics = list(ckpt["metrics"])
-        restore_rng = ckpt["rng"][rank]  # check_resumable: one entry per process
-        del ckpt
 
-    logger = None
-    if main:
-        save_config(cfg, run_dir / "config.yaml")
-        columns = (*METRIC_COLUMNS, "knn_top1") if knn_every else METRIC_COLUMNS
-        logger = MetricsLogger(run_dir, metrics, step, columns)
-        if start_from is not None:
-            print(f"resuming from {start_from} at step {step} (epoch {epoch})")
-
-    def checkpoint_state(next_epoch: int, next_batch: int) -> dict[str, Any]:
-        model_state = method.state_dict()
-        return {
-            "model": model_state,
-            "process_local": gather_from_every_process(
-                {name: model_state[name] for name in local_buffers}
-            ),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
-            "rng": gather_from_every_process(rng_state()),
-            "step": step,
-            "epoch": next_epoch,
-            "batch_in_epoch": next_batch,
-            "config": to_dict(cfg),
-            "metrics": metrics,
-        }
-
-    bad_step = torch.full((), -1, dtype=torch.long, device=device)
-    loss_sum = torch.zeros((), device=device)
-    micro_logged, images_seen, clock = 0, 0, time.perf_counter()
-    last_path = ckpt_dir / "last.pt"
-    bar = tqdm(
-        total=total_steps,
-        initial=step,
-        disable=not (main and tc.progress_bar),
-        desc=f"{cfg.method.name} {cfg.name}",
-        dynamic_ncols=True,
-    )
-
-    def last_good() -> str:
-        return f"the last good checkpoint is {last_path}" if last_path.exists() else "none"
-
-    def check_finite() -> None:
-        # Every rank must stop at the same check, or the others wait for it in the next all-reduce.
-        bad = min((b for b in accelerator.gather(bad_step[None]).tolist() if b >= 0), default=-1)
-        if bad >= 0:
-            raise NonFiniteError(
-                f"the loss became NaN or infinite at step {bad}; training stopped and nothing "
-                f"after the previous checkpoint was saved ({last_good()}). Lower optim.base_lr, "
-                f"enable train.grad_clip, or check the data."
-            )
-
-    def check_finite_state(state: dict[str, Any]) -> None:
-        # Every rank checks its own state (queues are per process) and all stop together.
-        bad = first_nonfinite({k: state[k] for k in ("model", "process_local", "optimizer")})
-        flags = accelerator.gather(torch.tensor([bad is not None], device=device)).tolist()
-        if any(flags):
-            raise NonFiniteError(
-                f"step {step}: the state to checkpoint holds NaN or infinite values "
-                f"({bad or 'on another process'}); it was not saved ({last_good()}). Lower "
-                f"optim.base_lr, enable train.grad_clip, or check the data."
-            )
-
-    model.train()
-    try:
-        while step < total_steps and epoch < tc.epochs:
-            sampler.set_epoch(epoch, start_index=batch_in_epoch * tc.batch_size)
-            batches = iter(loader)
-            if restore_rng is not None:
-                set_rng_state(restore_rng)
-                restore_rng = None
-            for images, labels in batches:
-                images = images.to(device, non_blocking=True)
-                with accelerator.accumulate(model):
-                    views = pipeline(images)
-                    views.labels = labels.to(device, non_blocking=True)
-                    views.images = [v.contiguous(memory_format=memory_format) for v in views.images]
-                    loss = model(views)["loss"]
-                    accelerator.backward(loss)
-                    method.on_after_backward()
-                    if tc.grad_clip > 0 and accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                batch_in_epoch += 1
-                micro_logged += 1
-                images_seen += images.shape[0] * world
-                loss = loss.detach()
-                loss_sum += loss
-                bad_step = torch.where(torch.isfinite(loss) | (bad_step >= 0), bad_step, step + 1)
-                if not accelerator.sync_gradients:
-                    continue
-                lr = scheduler.get_last_lr()[0]
-                scheduler.step()
-                step += 1
-                method.on_step_end(Progress(step, total_steps, epoch))
-                bar.update(1)
-                end_of_epoch = batch_in_epoch >= micro_per_epoch
-                finished = step >= total_steps
-                probe = bool(knn_every) and (step % knn_every == 0 or finished)
-                if step % tc.log_every == 0 or end_of_epoch or finished or probe:
-                    check_finite()
-                    row = {
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": float((accelerator.reduce(loss_sum, "mean") / micro_logged).item()),
-                        "lr": lr,
-                        "images_per_s": images_seen / (time.perf_counter() - clock),
-                    }
-                    if probe and monitor:  # after the rate is taken, before its clock restarts
-                        row["knn_top1"] = monitor(method.backbone)
-                    metrics.append(row)
-                    if logger:
-                        logger.log(row)
-                    bar.set_postfix(
-                        loss=f"{row['loss']:.4f}",
-                        lr=f"{lr:.3g}",
-                        img_s=f"{row['images_per_s']:.0f}",
-                        **({"knn": f"{row['knn_top1']:.3f}"} if "knn_top1" in row else {}),
-                    )
-                    loss_sum.zero_()
-                    micro_logged, images_seen, clock = 0, 0, time.perf_counter()
-                every = cfg.checkpoint.save_every_steps
-                if end_of_epoch or finished or (every and step % every == 0):
-                    check_finite()
-                    next_epoch, next_batch = (
-                        (epoch + 1, 0) if end_of_epoch else (epoch, batch_in_epoch)
-                    )
-                    state = checkpoint_state(next_epoch, next_batch)
-                    check_finite_state(state)
-                    if main:
-                        save_checkpoint(state, last_path)
-                        keep = cfg.checkpoint.keep_every_epochs
-                        if end_of_epoch and keep and (epoch + 1) % keep == 0:
-                            save_checkpoint(state, ckpt_dir / f"epoch_{epoch + 1:04d}.pt")
-                    accelerator.wait_for_everyone()
-                if end_of_epoch or finished:
-                    break
-            if batch_in_epoch >= micro_per_epoch:
-                epoch, batch_in_epoch = epoch + 1, 0
-    finally:
-        bar.close()
-        if logger:
-            logger.close()
-    return TrainResult(run_dir, last_path, step, metrics)
+def _resume(trainer: Trainer, cfg: Config, path: Path) -> None:
+    # Loaded to the CPU: a gloo rank's device is cpu:N, which torch.load cannot map to.
+    checkpoint = load_checkpoint(path)
+    check_resumable(checkpoint, cfg, trainer.accelerator.num_processes, path)
+    trainer.load_state_dict(checkpoint)
+    if trainer.accelerator.is_main_process:
+        print(f"resuming from {path} at step {trainer.state.step} (epoch {trainer.state.epoch})")

@@ -21,6 +21,7 @@ from sslvision.augment.views import Views
 from sslvision.backbones import Backbone
 from sslvision.config import MethodConfig
 from sslvision.errors import ConfigError
+from sslvision.nn.queue import process_local_buffers
 
 
 def apply_by_size(fn: Callable[[Tensor], Tensor], images: Sequence[Tensor]) -> list[Tensor]:
@@ -84,3 +85,8 @@ class Method(nn.Module):
 
     def on_step_end(self, progress: Progress) -> None:
         """Bookkeeping after the optimiser step; nothing by default."""
+
+    def process_local_buffers(self) -> list[str]:
+        """State-dict names of the buffers that differ between processes (per-process queues):
+        DDP must not overwrite them with rank 0's, and a checkpoint keeps every process's."""
+        return process_local_buffers(self)

@@ -19,11 +19,11 @@ import yaml
 
 from sslvision.config import MonitorConfig, config_from_dict
 from sslvision.engine.checkpoint import first_nonfinite, load_checkpoint
-from sslvision.engine.knn_monitor import KNNMonitor
 from sslvision.engine.trainer import train
 from sslvision.errors import CheckpointError, ConfigError, NonFiniteError, RunDirectoryError
 from sslvision.eval.encoders import load_encoder
 from sslvision.eval.knn_eval import run_knn
+from sslvision.eval.knn_probe import KNNProbe
 from sslvision.methods.simclr import SimCLR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -220,9 +220,9 @@ def test_probing_leaves_training_bitwise_unchanged(tmp_path: Path) -> None:
 def test_subsets_are_seeded_and_sized() -> None:
     cfg = MonitorConfig(knn_every=1, train_data=BANK, val_data=QUERIES, max_train=10, max_val=7)
     kwargs = {"image_size": 16, "mean": (0.5,) * 3, "std": (0.25,) * 3, "num_workers": 0}
-    first = KNNMonitor(cfg, device=torch.device("cpu"), seed=3, **kwargs)
-    again = KNNMonitor(cfg, device=torch.device("cpu"), seed=3, **kwargs)
-    other = KNNMonitor(cfg, device=torch.device("cpu"), seed=4, **kwargs)
+    first = KNNProbe(cfg, device=torch.device("cpu"), seed=3, **kwargs)
+    again = KNNProbe(cfg, device=torch.device("cpu"), seed=3, **kwargs)
+    other = KNNProbe(cfg, device=torch.device("cpu"), seed=4, **kwargs)
     images = [torch.cat([x for x, _ in m.bank]) for m in (first, again, other)]
     assert images[0].shape == (10, 3, 16, 16) and images[0].dtype == torch.uint8
     assert sum(len(y) for _, y in first.queries) == 7

@@ -1,4 +1,5 @@
-"""kNN accuracy during pretraining, on a fixed labelled subset decoded once and kept in memory.
+"""The kNN monitor's probe: accuracy during pretraining, on a fixed labelled subset decoded once
+and kept in memory.
 
 A run that goes wrong often shows it in the kNN long before the loss does: SwAV's features
 collapsing after its queue starts, or a momentum method that needs ten times the budget to pass
@@ -19,37 +20,17 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from sslvision.config import MonitorConfig
 from sslvision.data.class_match import label_by_train_classes
 from sslvision.data.spec import dataset_from_spec
-from sslvision.errors import ConfigError
+from sslvision.engine.callbacks.knn_monitor import register_probe
 from sslvision.eval.knn_eval import knn_on_splits
 
 Batches = list[tuple[Tensor, Tensor]]
 
 
-def check_monitor_config(cfg: MonitorConfig) -> None:
-    """Refuse a monitor that cannot run, before any training starts."""
-    if cfg.knn_every < 0:
-        raise ConfigError(f"monitor.knn_every must be >= 0 (0: off), got {cfg.knn_every}")
-    if not cfg.knn_every:
-        return
-    missing = [key for key in ("train_data", "val_data") if not getattr(cfg, key)]
-    if missing:
-        raise ConfigError(
-            f"monitor.knn_every={cfg.knn_every} needs "
-            f"{' and '.join(f'monitor.{key}' for key in missing)}: a split directory, "
-            "'synthetic' or 'cifar10:ROOT', as `sslvision knn` takes them"
-        )
-    for key in ("max_train", "max_val"):
-        if getattr(cfg, key) < 0:
-            raise ConfigError(f"monitor.{key} must be >= 0 (0: all), got {getattr(cfg, key)}")
-    if cfg.k < 1 or cfg.temperature <= 0:
-        raise ConfigError(
-            f"monitor.k must be >= 1 and monitor.temperature > 0, got {cfg.k} and {cfg.temperature}"
-        )
-
-
-class KNNMonitor:
+@register_probe("knn")
+class KNNProbe:
     """Probes a backbone's kNN top-1 on the configured subsets (a config checked by
-    :func:`check_monitor_config`); the trainer builds one on the main process only."""
+    :func:`~sslvision.engine.callbacks.knn_monitor.check_monitor_config`); the trainer builds one
+    on the main process only and hands it to its :class:`KNNMonitor` callback."""
 
     def __init__(
         self,
