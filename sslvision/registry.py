@@ -92,4 +92,4 @@ METHOD_CONFIGS: Registry[Any] = Registry("method.name", home="sslvision.methods"
 PAIR_LOSSES: Registry[Any] = Registry("method.loss", home="sslvision.methods.pair_losses")
 DATASETS: Registry[Any] = Registry("data.dataset", home="sslvision.data")
 OPTIMIZERS: Registry[Any] = Registry("optim.name", home="sslvision.engine.optim")
-EVALUATORS: Registry[Any] = Registry("evaluator", home="sslvision.eval")
+EVALUATORS: Registry[Any] = Registry("evaluator", home="sslvision.eval.commands")
