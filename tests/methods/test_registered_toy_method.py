@@ -16,15 +16,11 @@ from sslvision.config import MethodConfig, config_from_dict
 from sslvision.engine.trainer import train
 from sslvision.methods.base import Method
 from sslvision.methods.registry import available_methods, register_method
-from sslvision.registry import METHOD_CONFIGS, METHODS
 
 
 @pytest.fixture
-def toy_method(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[Method]]:
+def toy_method(scratch_registries: None) -> Iterator[type[Method]]:
     """Register a two-view cosine-alignment method for one test, then forget it."""
-    for registry in (METHODS, METHOD_CONFIGS):
-        registry.names()  # find the package's own methods first, so the copy holds them
-        monkeypatch.setattr(registry, "_members", dict(registry._members))
 
     @dataclass
     class ToyConfig(MethodConfig):
