@@ -86,7 +86,8 @@ def _origin(member: Any) -> str:
     return f"{getattr(member, '__module__', '?')}.{getattr(member, '__qualname__', repr(member))}"
 
 
-# The project's registries. Each home is named, not imported, so that this module stays light.
+# The project's registries. Each home is named, not imported, so that this module stays light; the
+# members' types (Method, Dataset factories, ...) live in higher layers, hence Any.
 METHODS: Registry[Any] = Registry("method.name", home="sslvision.methods")
 METHOD_CONFIGS: Registry[Any] = Registry("method.name", home="sslvision.methods")
 PAIR_LOSSES: Registry[Any] = Registry("method.loss", home="sslvision.methods.pair_losses")

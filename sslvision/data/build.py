@@ -58,7 +58,15 @@ def build_dataset(
     if name not in choices:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(choices)}")
     request = DatasetRequest(
-        name, path, split, image_size, download, skip_corrupt, classes, num_images, seed
+        name=name,
+        path=path,
+        split=split,
+        image_size=image_size,
+        download=download,
+        skip_corrupt=skip_corrupt,
+        classes=classes,
+        num_images=num_images,
+        seed=seed,
     )
     return DATASETS.get(name)(request)
 
