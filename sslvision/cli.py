@@ -3,41 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import math
+import functools
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+
+from sslvision.eval.commands.argtypes import int_at_least
+from sslvision.eval.evaluator import Evaluator, metric_columns
+from sslvision.registry import EVALUATORS
 
 DEFAULT_RESULTS = "results/results.csv"
 REPORT_COLUMNS = ["evaluator", "encoder", "method", "backbone", "val_data"]
 # Every command's --help shows the defaults.
 HELP_FORMAT = argparse.ArgumentDefaultsHelpFormatter
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer >= ``minimum``; argparse names the flag when it is not."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    """An argparse ``type``: a finite number > 0 (a learning rate, a temperature)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
 
 
 def _add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +28,7 @@ def _add_evaluator_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="resnet18", help="for random/weights encoders")
     parser.add_argument("--small-stem", action="store_true", help="for random/weights encoders")
     parser.add_argument(
-        "--num-workers", type=_int_at_least(0), default=2, help="data loading processes"
+        "--num-workers", type=int_at_least(0), default=2, help="data loading processes"
     )
     parser.add_argument("--label", default="", help="a name for this row in the results table")
     _add_json_flag(parser)
@@ -101,32 +78,9 @@ def _pretrain(args: argparse.Namespace) -> int:
     return PREEMPTED_EXIT_CODE if result.status == "preempted" else 0
 
 
-def _knn(args: argparse.Namespace) -> None:
-    from sslvision.eval.encoders import load_encoder
-    from sslvision.eval.knn_eval import run_knn
-
-    encoder = load_encoder(
-        args.encoder,
-        backbone=args.backbone,
-        small_stem=args.small_stem,
-        image_size=args.image_size,
-        seed=args.seed,
-    )
-    record = run_knn(
-        encoder,
-        args.train_data,
-        args.val_data,
-        ks=args.k,
-        temperature=args.temperature,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-    )
-    for k in args.k:
-        print(
-            f"kNN k={k}: top-1 {100 * record[f'knn_top1_k{k}']:.2f}%  "
-            f"top-5 {100 * record[f'knn_top5_k{k}']:.2f}%  ({args.encoder})"
-        )
-    _finish(record, args)
+def _evaluate(evaluator: type[Evaluator], args: argparse.Namespace) -> None:
+    """A registered evaluator's command: run it, then record and print its result."""
+    _finish(evaluator.run(args), args)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -147,7 +101,7 @@ def _report(args: argparse.Namespace) -> None:
     from sslvision.eval.results import read_results
 
     table = read_results(args.results_csv, evaluator=args.evaluator)
-    metrics = [c for c in table.columns if c.startswith(("knn_top1", "linear_", "ap"))]
+    metrics = metric_columns(table.columns)
     columns = [c for c in ["label", *REPORT_COLUMNS, *metrics] if c in table.columns]
     shown = table[columns].copy()
     for c in metrics:
@@ -158,43 +112,6 @@ def _report(args: argparse.Namespace) -> None:
 
         metric = args.metric or (metrics[0] if metrics else "")
         print(f"plot: {plot_results(table, metric, args.plot)}")
-
-
-def _detect(args: argparse.Namespace) -> None:
-    from sslvision.data.detection import coco_detection, voc_detection
-    from sslvision.errors import ConfigError
-    from sslvision.eval.detection import run_detection
-    from sslvision.eval.encoders import load_encoder
-
-    if args.voc:
-        train_set = voc_detection(args.voc, args.train_split)
-        val_set = voc_detection(args.voc, args.val_split, classes=train_set.classes)
-    elif args.coco_train and args.coco_val:
-        root = args.image_root or str(Path(args.coco_train).resolve().parent)
-        train_set = coco_detection(args.coco_train, root)
-        val_set = coco_detection(args.coco_val, root, classes=train_set.classes)
-    else:
-        raise ConfigError("give --voc ROOT, or both --coco-train and --coco-val")
-    encoder = load_encoder(args.encoder, backbone=args.backbone, small_stem=args.small_stem)
-    record = run_detection(
-        encoder,
-        train_set,
-        val_set,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        min_size=args.min_size,
-        max_size=args.max_size,
-        trainable_layers=args.trainable_layers,
-        norm=args.norm,
-        num_workers=args.num_workers,
-        seed=args.seed,
-    )
-    print(
-        f"detection: AP50 {100 * record['ap50']:.2f}  AP {100 * record['ap']:.2f}  "
-        f"({args.encoder}, {record['steps']} steps on {record['num_train']} images)"
-    )
-    _finish(record, args)
 
 
 def _curves(args: argparse.Namespace) -> None:
@@ -240,75 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json_flag(p)
     p.set_defaults(func=_pretrain)
 
-    p = commands.add_parser(
-        "knn",
-        help="weighted kNN evaluation (DINO / InstDisc protocol)",
-        description="kNN-evaluate an encoder: a checkpoint path, 'random', a torchvision weight "
-        "name (ResNet18_Weights.IMAGENET1K_V1) or timm:<model>.<tag>. Data: an ImageFolder split "
-        "directory, 'synthetic' (the embedded default) or cifar10:ROOT / cifar100:ROOT.",
-        formatter_class=HELP_FORMAT,
-    )
-    p.add_argument("encoder", help="checkpoint path | random | weight name")
-    p.add_argument("--train-data", required=True, help="the memory bank's images")
-    p.add_argument("--val-data", required=True, help="the images to classify")
-    p.add_argument(
-        "--k", type=_int_at_least(1), nargs="+", default=[20, 200], help="neighbour counts"
-    )
-    p.add_argument(
-        "--temperature", type=_positive_float, default=0.07, help="vote weight exp(sim / T)"
-    )
-    _add_evaluator_flags(p)
-    p.add_argument(
-        "--image-size",
-        type=_int_at_least(1),
-        default=None,
-        help="load size; None: the checkpoint's, else 32",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the 'random' encoder's init")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=256, help="images a batch")
-    p.set_defaults(func=_knn)
-
-    p = commands.add_parser(
-        "detect",
-        help="detection transfer: fine-tune Faster R-CNN + FPN on the backbone, report AP50",
-        description="Fine-tune a Faster R-CNN with FPN on the encoder's ResNet and "
-        "report COCO-protocol AP50 and AP. Example: sslvision detect "
-        "runs/densecl-imagenette64/checkpoints/last.pt --voc /data/det_fruits --steps 1000",
-        formatter_class=HELP_FORMAT,
-    )
-    p.add_argument("encoder", help="checkpoint path | random | torchvision weight name")
-    p.add_argument("--voc", default="", help="a VOC-layout root (Annotations/, ImageSets/Main/)")
-    p.add_argument("--train-split", default="train", help="VOC split to train on")
-    p.add_argument("--val-split", default="test", help="VOC split to evaluate on")
-    p.add_argument("--coco-train", default="", help="COCO detection JSON to train on")
-    p.add_argument("--coco-val", default="", help="COCO detection JSON to evaluate on")
-    p.add_argument(
-        "--image-root", default="", help="COCO file_name base; empty: the train JSON's folder"
-    )
-    p.add_argument("--steps", type=_int_at_least(1), default=1000, help="fine-tuning steps")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=4, help="images a step")
-    p.add_argument(
-        "--lr",
-        type=_positive_float,
-        default=0.005,
-        help="peak SGD learning rate (0.02 per 16 images)",
-    )
-    p.add_argument("--norm", default="batch", choices=("batch", "frozen"), help="backbone BN")
-    p.add_argument(
-        "--min-size",
-        type=_int_at_least(1),
-        default=320,
-        help="shorter image side for the detector",
-    )
-    p.add_argument(
-        "--max-size", type=_int_at_least(1), default=512, help="longer image side at most"
-    )
-    p.add_argument(
-        "--trainable-layers", type=int, choices=range(6), default=3, help="ResNet stages fine-tuned"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the heads' init and the order")
-    _add_evaluator_flags(p)
-    p.set_defaults(func=_detect)
+    for name in EVALUATORS.names():
+        evaluator: type[Evaluator] = EVALUATORS.get(name)
+        p = commands.add_parser(
+            name,
+            help=evaluator.help,
+            description=evaluator.description,
+            formatter_class=HELP_FORMAT,
+        )
+        evaluator.add_arguments(p)
+        _add_evaluator_flags(p)
+        p.set_defaults(func=functools.partial(_evaluate, evaluator))
 
     p = commands.add_parser(
         "export",

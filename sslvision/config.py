@@ -4,6 +4,11 @@ Every section is a dataclass, so a recipe is checked before any work starts: an 
 itself and the closest valid keys, a wrong type names the key and the type it expects, a value out
 of range or not among the choices names the key and what it allows. The ``method`` section's
 schema depends on ``method.name``: each method registers its own dataclass.
+
+The settings that name a registered thing (``method.name``, ``data.dataset``, ``optim.name``) are
+checked against :mod:`sslvision.registry`, which imports the defining package by name when a
+value is looked up. So importing this module stays light (no torch, no ``sslvision.methods``),
+while the choices have one source: the members' own registrations.
 """
 
 from __future__ import annotations
@@ -22,13 +27,10 @@ import yaml
 
 from sslvision.augment.spec import FieldError, ViewGroup
 from sslvision.errors import ConfigError
+from sslvision.registry import DATASETS, METHOD_CONFIGS, OPTIMIZERS, Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# The choices of the settings that name a thing; kept here (torch-free) so that a recipe is checked
-# before anything heavy is imported. sslvision.data.build and sslvision.engine.optim use them.
-DATASET_NAMES = ("synthetic", "folder", "cifar10", "cifar100")
-OPTIMIZERS = ("sgd", "lars", "adamw")
 LR_SCALINGS = ("linear", "sqrt", "none")
 PRECISIONS = ("no", "bf16", "fp16")
 
@@ -59,7 +61,7 @@ def _read_yaml(text: Any) -> Any:
 class DataConfig:
     """Where the training images come from and how they are decoded."""
 
-    dataset: str = "synthetic"  # one of DATASET_NAMES
+    dataset: str = "synthetic"  # a name in sslvision.registry.DATASETS
     path: str = ""  # folder: the split directory; cifar: the root; synthetic: unused
     split: str = "train"
     image_size: int = 32  # every image is resized to this square load size so batches stack
@@ -100,7 +102,7 @@ class MethodConfig:
 class OptimConfig:
     """Optimiser and schedule; the learning rate is ``base_lr`` scaled by the global batch."""
 
-    name: str = "sgd"  # one of OPTIMIZERS
+    name: str = "sgd"  # a name in sslvision.registry.OPTIMIZERS
     base_lr: float = 0.3
     lr_scaling: str = "linear"  # linear: base_lr * batch / 256 | sqrt | none
     weight_decay: float = 1e-6
@@ -170,12 +172,6 @@ class Config:
         return Path(self.output_dir) / self.name
 
 
-def _method_config_class(name: str) -> type[MethodConfig]:
-    from sslvision.methods.registry import method_config_class
-
-    return method_config_class(name)
-
-
 def _unknown_key_error(key: str, valid: list[str]) -> ConfigError:
     close = difflib.get_close_matches(key.rsplit(".", 1)[-1], valid, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -234,7 +230,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys by name."""
     if cls is MethodConfig or (isinstance(cls, type) and issubclass(cls, MethodConfig)):
-        cls = _method_config_class(str(data.get("name", MethodConfig.name)))
+        cls = METHOD_CONFIGS.get(str(data.get("name", MethodConfig.name)))
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -272,11 +268,10 @@ _MINIMUM: dict[str, int] = {
     "checkpoint.keep_every_epochs": 0,
 }  # the monitor section is checked by sslvision.engine.knn_monitor.check_monitor_config
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "data.dataset": DATASET_NAMES,
-    "optim.name": OPTIMIZERS,
     "optim.lr_scaling": LR_SCALINGS,
     "train.precision": PRECISIONS,
 }
+_REGISTERED: dict[str, Registry] = {"data.dataset": DATASETS, "optim.name": OPTIMIZERS}
 
 
 def validate(config: Config) -> None:
@@ -289,6 +284,8 @@ def validate(config: Config) -> None:
         value = operator.attrgetter(key)(config)
         if value not in choices:
             raise ConfigError(f"unknown {key} '{value}'. Valid choices: {', '.join(choices)}.")
+    for key, registry in _REGISTERED.items():
+        registry.get(operator.attrgetter(key)(config))  # an unknown name raises, naming the choices
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -184,3 +184,14 @@ def _write_voc(root: Path, images: dict, split: str = "train") -> Path:
 def write_voc() -> Callable[..., Path]:
     """Writes a small VOC-layout dataset: ``write_voc(root, images, split="train")``."""
     return _write_voc
+
+
+@pytest.fixture
+def scratch_registries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The project's registries, each found in full, forgetting whatever the test registers."""
+    from sslvision import registry
+
+    for value in vars(registry).values():
+        if isinstance(value, registry.Registry):
+            value.names()  # find the package's own members first, so that the copy holds them
+            monkeypatch.setattr(value, "_members", dict(value._members))

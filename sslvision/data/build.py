@@ -4,18 +4,34 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from sslvision.config import DATASET_NAMES
 from sslvision.data.cifar import CIFARDataset
 from sslvision.data.image_folder import ImageFolderDataset
 from sslvision.data.synthetic import SyntheticShapesDataset
 from sslvision.errors import ConfigError
+from sslvision.registry import DATASETS
 
 _CIFAR_TRAIN_FLAG = {"train": True, "val": False, "test": False}
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """What :func:`build_dataset` was asked for; every registered factory takes one."""
+
+    name: str
+    path: str
+    split: str
+    image_size: int
+    download: bool = False
+    skip_corrupt: bool = False
+    classes: Sequence[str] | None = None
+    num_images: int = 5000
+    seed: int = 0
 
 
 def build_dataset(
@@ -34,29 +50,74 @@ def build_dataset(
 
     ``path`` is the split directory itself for "folder" (e.g. ``imagenette_64/train``), the
     root holding the python-layout batches for CIFAR, and ignored for "synthetic" (whose
-    ``split`` picks the seed stream).
+    ``split`` picks the seed stream). ``name`` is a factory in
+    :data:`sslvision.registry.DATASETS`: those below, or one registered in another module of
+    ``sslvision.data``.
     """
-    if name == "synthetic":
-        return SyntheticShapesDataset(
-            num_images=num_images, image_size=image_size, seed=seed, split=split
+    choices = DATASETS.names()
+    if name not in choices:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(choices)}")
+    request = DatasetRequest(
+        name=name,
+        path=path,
+        split=split,
+        image_size=image_size,
+        download=download,
+        skip_corrupt=skip_corrupt,
+        classes=classes,
+        num_images=num_images,
+        seed=seed,
+    )
+    return DATASETS.get(name)(request)
+
+
+@DATASETS.register("synthetic")
+def synthetic(request: DatasetRequest) -> Dataset:
+    """Seeded shapes drawn in memory; ``split`` picks the seed stream, ``path`` is unused."""
+    return SyntheticShapesDataset(
+        num_images=request.num_images,
+        image_size=request.image_size,
+        seed=request.seed,
+        split=request.split,
+    )
+
+
+@DATASETS.register("folder")
+def folder(request: DatasetRequest) -> Dataset:
+    """An ImageFolder split directory at ``path``."""
+    return ImageFolderDataset(
+        request.path,
+        image_size=request.image_size,
+        skip_corrupt=request.skip_corrupt,
+        classes=request.classes,
+    )
+
+
+@DATASETS.register("cifar10")
+def cifar10(request: DatasetRequest) -> Dataset:
+    """CIFAR-10 in torchvision's python layout under ``path``."""
+    return _cifar(request, num_classes=10)
+
+
+@DATASETS.register("cifar100")
+def cifar100(request: DatasetRequest) -> Dataset:
+    """CIFAR-100 in torchvision's python layout under ``path``."""
+    return _cifar(request, num_classes=100)
+
+
+def _cifar(request: DatasetRequest, num_classes: int) -> Dataset:
+    if request.split not in _CIFAR_TRAIN_FLAG:
+        raise ConfigError(
+            f"unknown split {request.split!r} for {request.name}; "
+            f"choose one of {', '.join(_CIFAR_TRAIN_FLAG)}"
         )
-    if name == "folder":
-        return ImageFolderDataset(
-            path, image_size=image_size, skip_corrupt=skip_corrupt, classes=classes
-        )
-    if name in ("cifar10", "cifar100"):
-        if split not in _CIFAR_TRAIN_FLAG:
-            raise ConfigError(
-                f"unknown split {split!r} for {name}; choose one of {', '.join(_CIFAR_TRAIN_FLAG)}"
-            )
-        return CIFARDataset(
-            path,
-            train=_CIFAR_TRAIN_FLAG[split],
-            num_classes=10 if name == "cifar10" else 100,
-            image_size=image_size,
-            download=download,
-        )
-    raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    return CIFARDataset(
+        request.path,
+        train=_CIFAR_TRAIN_FLAG[request.split],
+        num_classes=num_classes,
+        image_size=request.image_size,
+        download=request.download,
+    )
 
 
 def load_class_list(name_or_path: str) -> list[str]:

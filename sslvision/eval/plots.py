@@ -13,14 +13,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from sslvision.errors import PlotError
+from sslvision.eval.evaluator import metric_columns
 from sslvision.eval.results import read_table
 
 
 def plot_results(table: pd.DataFrame, metric: str, out: str | Path) -> Path:
     """One horizontal bar per row of ``table``: its ``metric`` in percent, named by its label."""
     if metric not in table.columns:
-        choices = [c for c in table.columns if c.startswith(("knn_", "linear_", "ap"))]
-        raise PlotError(f"no column '{metric}' in the results; choices: {', '.join(choices)}")
+        choices = ", ".join(metric_columns(table.columns))
+        raise PlotError(f"no column '{metric}' in the results; choices: {choices}")
     rows = table.dropna(subset=[metric])
     if rows.empty:
         raise PlotError(f"no row of the results has a value for '{metric}'")

@@ -1,43 +1,37 @@
-"""Methods by name: ``build_method(cfg)`` is the one way the engine and tools get a method."""
+"""Methods by name: ``build_method(cfg)`` is the one way the engine and tools get a method.
+
+``@register_method`` puts a method class into :data:`sslvision.registry.METHODS` and its config
+dataclass into :data:`sslvision.registry.METHOD_CONFIGS`, where :mod:`sslvision.config` finds the
+``method`` section's schema without importing this package. Every module of
+``sslvision.methods`` is imported when a name is first looked up, so a new method is one module.
+"""
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from sslvision.backbones import build_backbone
-from sslvision.config import MethodConfig
-from sslvision.errors import ConfigError
+from sslvision.registry import METHOD_CONFIGS, METHODS
 
 if TYPE_CHECKING:
     from sslvision.config import Config
     from sslvision.methods.base import Method
 
-_METHOD_MODULES = ("simclr", "mocov2", "mocov3", "byol", "swav", "densecl", "pixpro")
-_METHODS: dict[str, type[Method]] = {}
-
 
 def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator that makes a method buildable by its ``name``."""
-    _METHODS[cls.name] = cls
-    return cls
+    """Class decorator that makes a method, and its ``config_class``, buildable by its ``name``."""
+    METHOD_CONFIGS.register(cls.name)(cls.config_class)
+    return METHODS.register(cls.name)(cls)
 
 
 def available_methods() -> list[str]:
-    for module in _METHOD_MODULES:
-        importlib.import_module(f"sslvision.methods.{module}")
-    return sorted(_METHODS)
+    """The registered methods' names, sorted."""
+    return sorted(METHODS.names())
 
 
 def method_class(name: str) -> type[Method]:
-    valid = available_methods()
-    if name not in valid:
-        raise ConfigError(f"unknown method.name '{name}'. Valid choices: {', '.join(valid)}.")
-    return _METHODS[name]
-
-
-def method_config_class(name: str) -> type[MethodConfig]:
-    return method_class(name).config_class
+    """The method class registered as ``name``; an unknown name is a ConfigError."""
+    return METHODS.get(name)
 
 
 def build_method(cfg: Config) -> Method:

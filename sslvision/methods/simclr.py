@@ -17,14 +17,10 @@ from sslvision.augment.views import Views
 from sslvision.backbones import Backbone
 from sslvision.config import MethodConfig
 from sslvision.errors import ConfigError
-from sslvision.losses.dcl import dcl
-from sslvision.losses.ntxent import nt_xent
-from sslvision.losses.supcon import supcon
 from sslvision.methods.base import Method, apply_by_size
 from sslvision.methods.registry import register_method
 from sslvision.nn.heads import MLPHead
-
-LOSSES = ("ntxent", "dcl", "dclw", "supcon")
+from sslvision.registry import PAIR_LOSSES
 
 
 @dataclass
@@ -34,7 +30,7 @@ class SimCLRConfig(MethodConfig):
     proj_hidden_dim: int = 2048
     proj_output_dim: int = 128
     proj_layers: int = 2
-    loss: str = "ntxent"  # ntxent | dcl | dclw | supcon
+    loss: str = "ntxent"  # a name registered in sslvision.methods.pair_losses
     dclw_sigma: float = 0.5  # DCLW's weighting temperature
 
 
@@ -48,10 +44,7 @@ class SimCLR(Method):
 
     def __init__(self, cfg: SimCLRConfig, backbone: Backbone) -> None:
         super().__init__(cfg, backbone)
-        if cfg.loss not in LOSSES:
-            raise ConfigError(
-                f"unknown method.loss '{cfg.loss}'. Valid choices: {', '.join(LOSSES)}."
-            )
+        self.loss_fn = PAIR_LOSSES.get(cfg.loss)
         if cfg.temperature <= 0:
             raise ConfigError(f"method.temperature must be positive, got {cfg.temperature}")
         self.projector = MLPHead(
@@ -60,15 +53,7 @@ class SimCLR(Method):
 
     def pair_loss(self, z_a: Tensor, z_b: Tensor, labels: Tensor | None) -> Tensor:
         """The configured loss of two views' projections."""
-        cfg = self.cfg
-        if cfg.loss == "ntxent":
-            return nt_xent(z_a, z_b, cfg.temperature)
-        if cfg.loss in ("dcl", "dclw"):
-            sigma = cfg.dclw_sigma if cfg.loss == "dclw" else None
-            return dcl(z_a, z_b, cfg.temperature, weight_sigma=sigma)
-        if labels is None:
-            raise ValueError("method.loss=supcon needs labels; the engine passes the dataset's")
-        return supcon(z_a, z_b, labels, cfg.temperature)
+        return self.loss_fn(z_a, z_b, labels, self.cfg)
 
     def training_step(self, views: Views) -> dict[str, Tensor]:
         z = apply_by_size(lambda x: self.projector(self.backbone(x)), views.images)

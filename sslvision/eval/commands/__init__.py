@@ -1,0 +1,1 @@
+"""One module per evaluator's command line, each registering an :class:`Evaluator` subclass."""
