@@ -94,3 +94,5 @@ PAIR_LOSSES: Registry[Any] = Registry("method.loss", home="sslvision.methods.pai
 DATASETS: Registry[Any] = Registry("data.dataset", home="sslvision.data")
 OPTIMIZERS: Registry[Any] = Registry("optim.name", home="sslvision.engine.optim")
 EVALUATORS: Registry[Any] = Registry("evaluator", home="sslvision.eval.commands")
+# Probes the engine's monitors call during training (the evaluators build them: eval > engine).
+PROBES: Registry[Any] = Registry("monitor probe", home="sslvision.eval")

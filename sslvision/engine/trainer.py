@@ -36,7 +36,7 @@ from sslvision.engine.callbacks import (
     Preemption,
     ProgressBar,
 )
-from sslvision.engine.callbacks.knn_monitor import check_monitor_config, probe_factory
+from sslvision.engine.callbacks.knn_monitor import check_monitor_config
 from sslvision.engine.checkpoint import load_checkpoint
 from sslvision.engine.loop import Callback, Forward, LoopLength, Trainer
 from sslvision.engine.optim import build_optimizer
@@ -46,6 +46,7 @@ from sslvision.engine.schedule import build_scheduler
 from sslvision.errors import CheckpointError, ConfigError
 from sslvision.methods.base import Method, Progress
 from sslvision.methods.registry import build_method, method_class
+from sslvision.registry import PROBES
 
 
 @dataclass
@@ -296,7 +297,7 @@ def _callbacks(
         NonFiniteGuard((*cadences, cfg.checkpoint.save_every_steps), checkpointer.last_good),
     ]
     if main and knn_every:
-        probe = probe_factory("knn")(
+        probe = PROBES.get("knn")(
             cfg.monitor,
             image_size=cfg.data.image_size,
             mean=cfg.augment.mean,

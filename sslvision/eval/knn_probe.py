@@ -20,13 +20,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from sslvision.config import MonitorConfig
 from sslvision.data.class_match import label_by_train_classes
 from sslvision.data.spec import dataset_from_spec
-from sslvision.engine.callbacks.knn_monitor import register_probe
 from sslvision.eval.knn_eval import knn_on_splits
+from sslvision.registry import PROBES
 
 Batches = list[tuple[Tensor, Tensor]]
 
 
-@register_probe("knn")
+@PROBES.register("knn")
 class KNNProbe:
     """Probes a backbone's kNN top-1 on the configured subsets (a config checked by
     :func:`~sslvision.engine.callbacks.knn_monitor.check_monitor_config`); the trainer builds one

@@ -2,14 +2,12 @@
 step's metrics row.
 
 The probe is injected: the evaluators define it (``sslvision.eval.knn_probe``) and register it
-under a name here, and the trainer finds it by that name, so the engine never imports an
-evaluator (eval sits above engine).
+in :data:`sslvision.registry.PROBES`, where the trainer finds it by name, so the engine never
+imports an evaluator (eval sits above engine).
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 
 from torch import nn
@@ -19,26 +17,6 @@ from sslvision.engine.loop import Callback, Trainer
 from sslvision.errors import ConfigError
 
 Probe = Callable[[nn.Module], float]  # a backbone -> its kNN top-1, the model left untouched
-_PROBES: dict[str, Callable[..., Probe]] = {}
-
-
-def register_probe(name: str) -> Callable[[Callable[..., Probe]], Callable[..., Probe]]:
-    """Decorator: make a probe factory findable by :func:`probe_factory` under ``name``."""
-
-    def register(factory: Callable[..., Probe]) -> Callable[..., Probe]:
-        _PROBES[name] = factory
-        return factory
-
-    return register
-
-
-def probe_factory(name: str) -> Callable[..., Probe]:
-    """The probe factory registered as ``name``, importing the evaluators to find it."""
-    if name not in _PROBES:
-        package = importlib.import_module("sslvision.eval")
-        for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"sslvision.eval.{module.name}")
-    return _PROBES[name]
 
 
 def check_monitor_config(cfg: MonitorConfig) -> None:
