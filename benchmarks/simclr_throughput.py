@@ -46,9 +46,9 @@ if importlib.util.find_spec("sslvision") is None:  # a checkout without `pip ins
     sys.path.insert(0, str(REPO_ROOT))
 
 from sslvision.augment.recipes import simclr_views  # noqa: E402
-from sslvision.augment.spec import ViewGroup  # noqa: E402
 from sslvision.backbones import build_backbone  # noqa: E402
 from sslvision.config import Config, config_from_dict  # noqa: E402
+from sslvision.config.views import ViewGroup  # noqa: E402
 from sslvision.engine.trainer import train  # noqa: E402
 from sslvision.losses.ntxent import NTXentLoss  # noqa: E402
 from sslvision.nn.heads import MLPHead  # noqa: E402

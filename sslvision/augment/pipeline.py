@@ -13,8 +13,8 @@ import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
-from sslvision.augment.spec import ViewGroup
 from sslvision.augment.views import Views
+from sslvision.config.views import ViewGroup
 
 
 class GroupAugment(nn.Module):

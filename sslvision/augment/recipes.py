@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sslvision.augment.spec import ViewGroup
+from sslvision.config.views import ViewGroup
 
 
 def simclr_views(size: int, *, blur: bool = True) -> list[ViewGroup]:

@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 
 from sslvision.augment.pipeline import ViewPipeline
 from sslvision.augment.recipes import RECIPES
-from sslvision.augment.spec import ViewGroup
 from sslvision.config import Config, save_config, to_dict
+from sslvision.config.views import ViewGroup
 from sslvision.data.build import build_dataset, load_class_list
 from sslvision.data.sampler import ResumableSampler
 from sslvision.engine.callbacks import (

@@ -16,10 +16,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from sslvision.augment.spec import ViewGroup
 from sslvision.augment.views import Views
 from sslvision.backbones import Backbone
 from sslvision.config import MethodConfig
+from sslvision.config.views import ViewGroup
 from sslvision.errors import ConfigError
 from sslvision.nn.queue import process_local_buffers
 

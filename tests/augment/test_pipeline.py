@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sslvision.augment.pipeline import GroupAugment, ViewPipeline
-from sslvision.augment.spec import ViewGroup
+from sslvision.config.views import ViewGroup
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from sslvision.augment.pipeline import ViewPipeline
-from sslvision.augment.spec import ViewGroup
+from sslvision.config.views import ViewGroup
 from sslvision.nn.correspondence import (
     cell_centers,
     feature_grid,

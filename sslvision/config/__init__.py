@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from sslvision.augment.spec import FieldError, ViewGroup
+from sslvision.config.views import FieldError, ViewGroup
 from sslvision.errors import ConfigError
 from sslvision.registry import DATASETS, METHOD_CONFIGS, OPTIMIZERS, Registry
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sslvision.augment.spec import ViewGroup
+from sslvision.config.views import ViewGroup
 
 
 def test_defaults_are_the_simclr_imagenet_recipe() -> None:

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from sslvision.augment.spec import ViewGroup
 from sslvision.config import (
     Config,
     OptimConfig,
@@ -14,10 +13,11 @@ from sslvision.config import (
     save_config,
     to_dict,
 )
+from sslvision.config.views import ViewGroup
 from sslvision.errors import ConfigError
 from sslvision.methods.simclr import SimCLRConfig
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("**/*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "configs").glob("**/*.yaml"))
 
 
 def test_defaults_load_with_the_default_methods_own_schema() -> None:
