@@ -183,7 +183,7 @@ def _train(cfg: Config, accelerator: Accelerator, start_from: Path | None) -> Tr
     if tc.max_steps:
         total_steps = min(total_steps, tc.max_steps)
 
-    pipeline = ViewPipeline(groups, cfg.augment.mean, cfg.augment.std).to(device)
+    pipeline = ViewPipeline(groups, cfg.augment.mean, cfg.augment.std, memory_format).to(device)
     monitor = None
     if main and knn_every:
         monitor = KNNMonitor(
@@ -298,9 +298,7 @@ def _train(cfg: Config, accelerator: Accelerator, start_from: Path | None) -> Tr
             for images, labels in batches:
                 images = images.to(device, non_blocking=True)
                 with accelerator.accumulate(model):
-                    views = pipeline(images)
-                    views.labels = labels.to(device, non_blocking=True)
-                    views.images = [v.contiguous(memory_format=memory_format) for v in views.images]
+                    views = pipeline(images, labels.to(device, non_blocking=True))
                     loss = model(views)["loss"]
                     accelerator.backward(loss)
                     method.on_after_backward()

@@ -8,16 +8,16 @@ part of the method's state, so it is saved in checkpoints and restored on resume
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from sslvision.augment.views import ViewStack
 from sslvision.backbones import Backbone
 from sslvision.config import MethodConfig
 from sslvision.errors import ConfigError
-from sslvision.methods.base import Method, Progress, apply_by_size
+from sslvision.methods.base import Method, Progress
 from sslvision.nn.momentum import MOMENTUM_SCHEDULES, ema_update_, momentum_at, momentum_copy
 
 
@@ -64,12 +64,12 @@ class MomentumMethod(Method):
         return nn.Sequential(self.backbone, self.projector)
 
     @torch.no_grad()
-    def teacher(self, images: Sequence[Tensor]) -> list[Tensor]:
-        """The teacher's projections of each view (same-size views in one forward).
+    def teacher(self, images: ViewStack) -> list[Tensor]:
+        """The teacher's projections of each view (each run of same-size views in one forward).
 
         Only for the default teacher, ``nn.Sequential(backbone, projector)``.
         """
-        return apply_by_size(self.momentum_encoder, images)
+        return list(images.map(self.momentum_encoder))
 
     def momentum(self, progress: Progress) -> float:
         cfg = self.cfg

@@ -20,7 +20,7 @@ from sslvision.errors import ConfigError
 from sslvision.losses.dcl import dcl
 from sslvision.losses.ntxent import nt_xent
 from sslvision.losses.supcon import supcon
-from sslvision.methods.base import Method, apply_by_size
+from sslvision.methods.base import Method
 from sslvision.methods.registry import register_method
 from sslvision.nn.heads import MLPHead
 
@@ -71,7 +71,7 @@ class SimCLR(Method):
         return supcon(z_a, z_b, labels, cfg.temperature)
 
     def training_step(self, views: Views) -> dict[str, Tensor]:
-        z = apply_by_size(lambda x: self.projector(self.backbone(x)), views.images)
+        z = list(views.images.map(lambda x: self.projector(self.backbone(x))))
         pairs = list(combinations(range(len(z)), 2))
         losses = [self.pair_loss(z[i], z[j], views.labels) for i, j in pairs]
         return {"loss": torch.stack(losses).mean()}
