@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -32,6 +31,7 @@ from tqdm import tqdm
 
 from sslvision.backbones import TIMM_PREFIX, apply_small_stem
 from sslvision.data.detection import DetectionDataset, collate_detection
+from sslvision.engine.schedule import build_scheduler
 from sslvision.errors import ConfigError, NonFiniteError
 from sslvision.eval.encoders import Encoder
 
@@ -118,13 +118,7 @@ def train_detector(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
     warmup = max(1, min(100, steps // 5))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    schedule = build_scheduler(optimizer, warmup_steps=warmup, total_steps=steps)
     dataset.flip = v2.RandomHorizontalFlip(0.5)
     loader = DataLoader(
         dataset,
