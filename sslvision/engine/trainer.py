@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from sslvision.augment.pipeline import ViewPipeline
 from sslvision.augment.recipes import RECIPES
 from sslvision.augment.spec import ViewGroup
+from sslvision.backbones import PixelStatistics
 from sslvision.config import Config, save_config, to_dict
 from sslvision.data.build import build_dataset, load_class_list
 from sslvision.data.sampler import ResumableSampler
@@ -183,14 +184,13 @@ def _train(cfg: Config, accelerator: Accelerator, start_from: Path | None) -> Tr
     if tc.max_steps:
         total_steps = min(total_steps, tc.max_steps)
 
+    method.backbone.pixels = PixelStatistics(cfg.augment.mean, cfg.augment.std)
     pipeline = ViewPipeline(groups, cfg.augment.mean, cfg.augment.std, memory_format).to(device)
     monitor = None
     if main and knn_every:
         monitor = KNNMonitor(
             cfg.monitor,
             image_size=cfg.data.image_size,
-            mean=cfg.augment.mean,
-            std=cfg.augment.std,
             device=device,
             seed=cfg.seed,
             num_workers=cfg.data.num_workers,

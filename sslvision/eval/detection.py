@@ -62,7 +62,7 @@ def build_detector(
     """Faster R-CNN + FPN whose body is the encoder's ResNet, its BatchNorm as ``norm`` says.
 
     ``num_classes`` counts the object classes; the background class is added here. Images are
-    normalised with the encoder's own mean and std, as in pretraining.
+    normalised with the encoder's own pixel statistics, as in pretraining.
     """
     if norm not in NORM_LAYERS:
         raise ConfigError(f"unknown norm '{norm}'; choose one of {', '.join(NORM_LAYERS)}")
@@ -89,8 +89,8 @@ def build_detector(
         num_classes=num_classes + 1,
         min_size=min_size,
         max_size=max_size,
-        image_mean=list(encoder.mean),
-        image_std=list(encoder.std),
+        image_mean=list(backbone.pixels.mean),
+        image_std=list(backbone.pixels.std),
         **BUDGET_HEADS,
     )
 
