@@ -152,10 +152,9 @@ class ViewPipeline(nn.Module):
                 all_flips.append(flips)
             runs.append(run)
             counts.append(sum(g.group.count for g in same_size))
-        stack = ViewStack(runs, counts)
         group_counts = [g.group.count for g in self.groups]
         return Views(
-            stack,
+            ViewStack(runs, counts),
             ViewStack(all_boxes, group_counts),
             ViewStack(all_flips, group_counts),
             self.global_count,
