@@ -8,12 +8,13 @@ RNG (kornia samples on the CPU), so ``torch.manual_seed`` before a call fixes it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import groupby
 
 import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
-from sslvision.augment.views import Views
+from sslvision.augment.views import Views, ViewStack
 from sslvision.config.views import ViewGroup
 
 
@@ -87,6 +88,10 @@ class GroupAugment(nn.Module):
 class ViewPipeline(nn.Module):
     """uint8 image batch -> :class:`Views`, one :class:`GroupAugment` per view group.
 
+    Consecutive groups of the same size are written, already normalised and in
+    ``memory_format``, into one tensor: that tensor is what a method forwards, and every view is a
+    slice of it, so a view is materialised once after augmentation.
+
     >>> pipeline = ViewPipeline([ViewGroup(count=2, size=32)], (0.5,) * 3, (0.25,) * 3)
     >>> views = pipeline(torch.randint(0, 256, (4, 3, 48, 48), dtype=torch.uint8))
     >>> len(views), tuple(views.images[0].shape), tuple(views.boxes[0].shape)
@@ -98,6 +103,7 @@ class ViewPipeline(nn.Module):
         groups: Sequence[ViewGroup],
         mean: Sequence[float],
         std: Sequence[float],
+        memory_format: torch.memory_format = torch.contiguous_format,
     ) -> None:
         super().__init__()
         if not groups:
@@ -113,12 +119,15 @@ class ViewPipeline(nn.Module):
         if any(s <= 0 for s in std):
             raise ValueError(f"std values must be positive, got {std!r}")
         self.mean, self.std = tuple(mean), tuple(std)
+        self.memory_format = memory_format
         self.global_count = sum(g.count for g in groups if g.is_global)
         self.groups = nn.ModuleList(GroupAugment(g) for g in groups)
-        self.normalize = K.Normalize(torch.tensor(self.mean), torch.tensor(self.std))
+        self.register_buffer("channel_mean", torch.tensor(self.mean).view(1, 3, 1, 1), False)
+        self.register_buffer("channel_std", torch.tensor(self.std).view(1, 3, 1, 1), False)
 
     @torch.no_grad()
-    def forward(self, images: Tensor) -> Views:
+    def forward(self, images: Tensor, labels: Tensor | None = None) -> Views:
+        """Views of ``images``; ``labels`` (the dataset's, for SupCon) travel with them."""
         shape_ok = images.ndim == 4 and images.shape[0] > 0 and images.shape[1] == 3
         if images.dtype != torch.uint8 or not shape_ok:
             raise ValueError(
@@ -126,20 +135,35 @@ class ViewPipeline(nn.Module):
                 f"{images.dtype} of shape {tuple(images.shape)}"
             )
         source = images.float().div_(255)
-        all_images: list[Tensor] = []
+        runs: list[Tensor] = []
+        counts: list[int] = []
         all_boxes: list[Tensor] = []
         all_flips: list[Tensor] = []
-        for group in self.groups:
-            crops, boxes, flips = group(source)
-            count = group.group.count
-            all_images += self.normalize(crops).chunk(count)
-            all_boxes += boxes.chunk(count)
-            all_flips += flips.chunk(count)
-        return Views(all_images, all_boxes, all_flips, self.global_count)
+        for size, same_size in groupby(self.groups, key=lambda g: g.group.size):
+            same_size = list(same_size)
+            rows = [g.group.count * len(source) for g in same_size]
+            run = torch.empty(
+                (sum(rows), 3, size, size), device=source.device, memory_format=self.memory_format
+            )
+            for group, out in zip(same_size, run.split(rows), strict=True):
+                crops, boxes, flips = group(source)
+                torch.sub(crops, self.channel_mean, out=out).div_(self.channel_std)
+                all_boxes.append(boxes)
+                all_flips.append(flips)
+            runs.append(run)
+            counts.append(sum(g.group.count for g in same_size))
+        group_counts = [g.group.count for g in self.groups]
+        return Views(
+            ViewStack(runs, counts),
+            ViewStack(all_boxes, group_counts),
+            ViewStack(all_flips, group_counts),
+            self.global_count,
+            labels,
+        )
 
     def extra_repr(self) -> str:
         return (
             f"views={self.global_count} global + "
             f"{sum(g.group.count for g in self.groups) - self.global_count} local, "
-            f"mean={self.mean}, std={self.std}"
+            f"mean={self.mean}, std={self.std}, memory_format={self.memory_format}"
         )

@@ -5,7 +5,10 @@ the library that defines the model (torchvision or timm), so that
     model.load_state_dict(torch.load("backbone.pt", weights_only=True), strict=False)
 
 loads it with only the classifier (``fc``) left missing, and a timm model created with
-``num_classes=0`` loads it strictly. The file holds tensors only, written atomically.
+``num_classes=0`` loads it strictly. The file holds tensors only, written atomically. The pixel
+statistics the backbone was trained on (its config's ``augment.mean``/``std``) go into a second
+file beside it (``last.backbone.pixels.pt``), as timm keeps them in its ``pretrained_cfg``, so
+that evaluators normalise as in pretraining.
 """
 
 from __future__ import annotations
@@ -13,8 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sslvision.backbones import TIMM_PREFIX
-from sslvision.engine.checkpoint import atomic_save, backbone_state, load_checkpoint
+from sslvision.backbones import TIMM_PREFIX, PixelStatistics
+from sslvision.engine.checkpoint import (
+    atomic_save,
+    backbone_state,
+    load_checkpoint,
+    read_state_file,
+)
 from sslvision.errors import ConfigError
 
 MODEL_PREFIX = "model."  # sslvision.backbones.Backbone keeps the library's model as .model
@@ -24,6 +32,21 @@ def default_export_path(checkpoint: str | Path) -> Path:
     """``run/checkpoints/last.pt`` -> ``run/checkpoints/last.backbone.pt``."""
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(f"{checkpoint.stem}.backbone.pt")
+
+
+def pixels_path(export: str | Path) -> Path:
+    """``last.backbone.pt`` -> ``last.backbone.pixels.pt``: where its pixel statistics are."""
+    export = Path(export)
+    return export.with_name(f"{export.stem}.pixels.pt")
+
+
+def read_export_pixels(export: str | Path) -> PixelStatistics:
+    """The pixel statistics written beside ``export``; ImageNet's for an export made without."""
+    path = pixels_path(export)
+    if not path.is_file():
+        return PixelStatistics()
+    stats = read_state_file(path)
+    return PixelStatistics(stats["mean"], stats["std"])
 
 
 def export_backbone(checkpoint: str | Path, out: str | Path | None = None) -> dict[str, Any]:
@@ -47,7 +70,10 @@ def export_backbone(checkpoint: str | Path, out: str | Path | None = None) -> di
         load_with = f"timm.create_model('{name[len(TIMM_PREFIX) :]}', num_classes=0)"
     else:
         load_with = f"torchvision.models.{name}() with strict=False (fc stays untrained)"
+    augment = state["config"]["augment"]
+    pixels = PixelStatistics(augment["mean"], augment["std"])
     atomic_save(weights, out)
+    atomic_save({"mean": list(pixels.mean), "std": list(pixels.std)}, pixels_path(out))
     return {
         "command": "export",
         "checkpoint": str(checkpoint),
@@ -57,5 +83,6 @@ def export_backbone(checkpoint: str | Path, out: str | Path | None = None) -> di
         "small_stem": model_cfg["small_stem"],
         "step": state.get("step"),
         "tensors": len(weights),
+        "pixels": str(pixels_path(out)),
         "load_with": load_with,
     }

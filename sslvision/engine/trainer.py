@@ -194,8 +194,8 @@ def _build_trainer(
     local_buffers = method.process_local_buffers()
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(method, local_buffers)
     model, optimizer = accelerator.prepare(method, optimizer)
-    pipeline = ViewPipeline(cfg.augment.views, cfg.augment.mean, cfg.augment.std)
-    forward = _forward(model, pipeline.to(accelerator.device), memory_format, accelerator)
+    pipeline = ViewPipeline(cfg.augment.views, cfg.augment.mean, cfg.augment.std, memory_format)
+    forward = _forward(model, pipeline.to(accelerator.device), accelerator)
     checkpointer = Checkpointer(
         cfg.run_dir / "checkpoints",
         save_every_steps=cfg.checkpoint.save_every_steps,
@@ -251,21 +251,15 @@ def _length(cfg: Config, sampler: ResumableSampler, world: int) -> LoopLength:
     return LoopLength(total_steps, tc.epochs, per_epoch * tc.grad_accum_steps)
 
 
-def _forward(
-    model: torch.nn.Module,
-    pipeline: ViewPipeline,
-    memory_format: torch.memory_format,
-    accelerator: Accelerator,
-) -> Forward:
-    """A loader batch -> the method's outputs: uint8 images to the device once, views there."""
+def _forward(model: torch.nn.Module, pipeline: ViewPipeline, accelerator: Accelerator) -> Forward:
+    """A loader batch -> the method's outputs: uint8 images to the device once, views there
+    (batched per run of same-size views, in the model's memory format), labels beside them."""
     device = accelerator.device
 
     def forward(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         images, labels = batch
-        views = pipeline(images.to(device, non_blocking=True))
-        views.labels = labels.to(device, non_blocking=True)
-        views.images = [v.contiguous(memory_format=memory_format) for v in views.images]
-        return model(views)
+        to_device = {"device": device, "non_blocking": True}
+        return model(pipeline(images.to(**to_device), labels.to(**to_device)))
 
     return forward
 
@@ -300,8 +294,6 @@ def _callbacks(
         probe = PROBES.get("knn")(
             cfg.monitor,
             image_size=cfg.data.image_size,
-            mean=cfg.augment.mean,
-            std=cfg.augment.std,
             device=accelerator.device,
             seed=cfg.seed,
             num_workers=cfg.data.num_workers,

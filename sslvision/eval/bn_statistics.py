@@ -9,27 +9,26 @@ one deterministic pass in train mode with cumulative (not exponential) averaging
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from sslvision.eval.features import normalised_pixels
+from sslvision.backbones import Backbone
 
 
 @torch.no_grad()
 def estimate_bn_statistics(
-    backbone: nn.Module,
+    backbone: Backbone,
     batches: Iterable[tuple[Tensor, Tensor]],
     *,
     device: torch.device | str,
-    mean: Sequence[float],
-    std: Sequence[float],
     progress: bool | None = None,
 ) -> int:
     """Replace every BatchNorm layer's running statistics by their average over ``batches``
-    (uint8 images with labels, the evaluator's training split); returns the number of images.
+    (uint8 images with labels, the evaluator's training split, normalised with the backbone's
+    pixel statistics); returns the number of images.
 
     Only the BatchNorm layers run in train mode, each with ``momentum=None`` (a cumulative
     average over all batches); parameters are not touched, and every module's mode and momentum
@@ -49,7 +48,7 @@ def estimate_bn_statistics(
     try:
         disable = None if progress is None else not progress
         for images, _ in tqdm(batches, desc="BN statistics", unit="batch", disable=disable):
-            backbone(normalised_pixels(images, device, mean, std))
+            backbone(backbone.pixels.normalise(images, device))
             seen += len(images)
     finally:
         for module, was_training in modes.items():

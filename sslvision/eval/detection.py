@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -32,6 +31,7 @@ from tqdm import tqdm
 
 from sslvision.backbones import TIMM_PREFIX, apply_small_stem
 from sslvision.data.detection import DetectionDataset, collate_detection
+from sslvision.engine.schedule import build_scheduler
 from sslvision.errors import ConfigError, NonFiniteError
 from sslvision.eval.encoders import Encoder
 
@@ -62,7 +62,7 @@ def build_detector(
     """Faster R-CNN + FPN whose body is the encoder's ResNet, its BatchNorm as ``norm`` says.
 
     ``num_classes`` counts the object classes; the background class is added here. Images are
-    normalised with the encoder's own mean and std, as in pretraining.
+    normalised with the encoder's own pixel statistics, as in pretraining.
     """
     if norm not in NORM_LAYERS:
         raise ConfigError(f"unknown norm '{norm}'; choose one of {', '.join(NORM_LAYERS)}")
@@ -89,8 +89,8 @@ def build_detector(
         num_classes=num_classes + 1,
         min_size=min_size,
         max_size=max_size,
-        image_mean=list(encoder.mean),
-        image_std=list(encoder.std),
+        image_mean=list(backbone.pixels.mean),
+        image_std=list(backbone.pixels.std),
         **BUDGET_HEADS,
     )
 
@@ -118,13 +118,7 @@ def train_detector(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
     warmup = max(1, min(100, steps // 5))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    schedule = build_scheduler(optimizer, warmup_steps=warmup, total_steps=steps)
     dataset.flip = v2.RandomHorizontalFlip(0.5)
     loader = DataLoader(
         dataset,

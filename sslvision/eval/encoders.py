@@ -15,9 +15,9 @@ import torch
 import torchvision
 
 from sslvision.backbones import Backbone, build_backbone
-from sslvision.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
+from sslvision.config import DataConfig
 from sslvision.engine.checkpoint import backbone_state, is_training_checkpoint, read_state_file
-from sslvision.engine.export import MODEL_PREFIX
+from sslvision.engine.export import MODEL_PREFIX, read_export_pixels
 from sslvision.errors import CheckpointError, ConfigError
 
 RANDOM_BN = {"random": "estimate", "random-initial-bn": "initial"}
@@ -25,13 +25,11 @@ RANDOM_BN = {"random": "estimate", "random-initial-bn": "initial"}
 
 @dataclass
 class Encoder:
-    """A backbone ready for evaluation and what is needed to feed it."""
+    """A backbone ready for evaluation (it carries its pixel statistics) and where it came from."""
 
     backbone: Backbone
     spec: str
     image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
     method: str
     # Where the BatchNorm statistics come from: "trained" (checkpoint or published weights),
     # "estimate" (the evaluator estimates them on its training split: the fair random baseline)
@@ -61,28 +59,26 @@ def load_encoder(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = build_backbone(backbone, small_stem=small_stem)
-        return Encoder(
-            model, spec, default_size, IMAGENET_MEAN, IMAGENET_STD, "random", RANDOM_BN[spec]
-        )
+        return Encoder(model, spec, default_size, "random", RANDOM_BN[spec])
     if Path(spec).suffix == ".pt" or Path(spec).is_file():
         state = read_state_file(spec)
         if not is_training_checkpoint(state):
             model = _exported_backbone(spec, state, backbone)
-            return Encoder(model, spec, default_size, IMAGENET_MEAN, IMAGENET_STD, "exported")
+            return Encoder(model, spec, default_size, "exported")
         cfg = state["config"]
-        model = build_backbone(cfg["model"]["backbone"], small_stem=cfg["model"]["small_stem"])
+        aug = cfg["augment"]
+        model = build_backbone(
+            cfg["model"]["backbone"],
+            small_stem=cfg["model"]["small_stem"],
+            mean=aug["mean"],
+            std=aug["std"],
+        )
         model.load_state_dict(backbone_state(state))
         size = image_size or cfg["data"]["image_size"]
-        aug = cfg["augment"]
-        return Encoder(
-            model, spec, size, tuple(aug["mean"]), tuple(aug["std"]), cfg["method"]["name"]
-        )
+        return Encoder(model, spec, size, cfg["method"]["name"])
     if spec.startswith("timm:"):
         model = build_backbone(spec, small_stem=small_stem, weights="pretrained")
-        # The normalisation the model was trained with: some use 0.5, not ImageNet's statistics.
-        trained_on = model.model.pretrained_cfg
-        mean, std = tuple(trained_on["mean"]), tuple(trained_on["std"])
-        return Encoder(model, spec, default_size, mean, std, "supervised")
+        return Encoder(model, spec, default_size, "supervised")
     if "_Weights." in spec:
         enum_name, _, member = spec.partition(".")
         enum = getattr(torchvision.models, enum_name, None)
@@ -102,8 +98,7 @@ def load_encoder(
                 f"the weights {spec} are not in the local torch hub cache ({cached.parent}, under "
                 f"$TORCH_HOME) and cannot be downloaded: {error}"
             ) from None
-        mean, std = weights.transforms().mean, weights.transforms().std
-        return Encoder(model, spec, default_size, tuple(mean), tuple(std), "supervised")
+        return Encoder(model, spec, default_size, "supervised")
     raise ConfigError(
         f"cannot read encoder '{spec}': expected a checkpoint file (.pt), 'random', a torchvision "
         f"weight name like 'ResNet18_Weights.IMAGENET1K_V1', or 'timm:<model>.<tag>'"
@@ -113,7 +108,8 @@ def load_encoder(
 def _exported_backbone(path: str, state: object, name: str) -> Backbone:
     """The ``name`` backbone with the weights of an ``sslvision export`` file (library key names).
 
-    A torchvision ResNet's stem is read from ``conv1.weight``: 3x3 is ``model.small_stem``'s.
+    A torchvision ResNet's stem is read from ``conv1.weight``: 3x3 is ``model.small_stem``'s; its
+    pixel statistics from the file written beside it (ImageNet's for exports made before that).
     """
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(
@@ -121,7 +117,8 @@ def _exported_backbone(path: str, state: object, name: str) -> Backbone:
         )
     conv1 = state.get("conv1.weight")
     small_stem = conv1 is not None and tuple(conv1.shape[-2:]) == (3, 3)
-    model = build_backbone(name, small_stem=small_stem)
+    pixels = read_export_pixels(path)
+    model = build_backbone(name, small_stem=small_stem, mean=pixels.mean, std=pixels.std)
     missing, unexpected = model.load_state_dict(
         {MODEL_PREFIX + key: value for key, value in state.items()}, strict=False
     )

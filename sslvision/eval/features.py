@@ -1,25 +1,26 @@
 """Feature extraction from a frozen backbone, for the kNN and linear evaluators.
 
 The loader hands over uint8 images as the data pipeline decodes them; scaling to [0, 1] and
-normalisation happen here, on the device, so evaluation sees the same inputs as training.
+normalisation happen here, on the device, with the backbone's own pixel statistics, so evaluation
+sees the same inputs as training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
+
+from sslvision.backbones import Backbone
 
 
 def extract_features(
-    backbone: nn.Module,
+    backbone: Backbone,
     loader: Iterable[tuple[Tensor, Tensor]],
     *,
     device: torch.device | str,
-    mean: Sequence[float],
-    std: Sequence[float],
     progress: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run ``backbone`` over every batch of ``loader`` and return (features, labels) on the CPU.
@@ -31,11 +32,6 @@ def extract_features(
     tensors are ordinary tensors, usable as inputs of a trained linear probe. ``progress`` shows a
     bar (None: only on a terminal).
     """
-    if len(mean) != len(std):
-        raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
-    if any(s <= 0 for s in std):
-        raise ValueError(f"std must be positive, got {list(std)}")
-
     previous_modes = {module: module.training for module in backbone.modules()}
     backbone.eval()
     feature_batches: list[Tensor] = []
@@ -48,8 +44,8 @@ def extract_features(
                 unit="batch",
                 disable=None if progress is None else not progress,
             ):
-                _check_batch(images, labels, num_channels=len(mean))
-                features = backbone(normalised_pixels(images, device, mean, std))
+                _check_batch(images, labels, num_channels=len(backbone.pixels.mean))
+                features = backbone(backbone.pixels.normalise(images, device))
                 if features.ndim != 2 or len(features) != len(images):
                     raise ValueError(
                         "the backbone must return pooled features of shape (batch, dim), got "
@@ -65,17 +61,6 @@ def extract_features(
         raise ValueError("the loader yielded no batches, so there are no features to extract")
     # Concatenating outside inference mode turns inference tensors into ordinary ones.
     return torch.cat(feature_batches), torch.cat(label_batches)
-
-
-def normalised_pixels(
-    images: Tensor, device: torch.device | str, mean: Sequence[float], std: Sequence[float]
-) -> Tensor:
-    """uint8 images -> float32 on ``device``, scaled to [0, 1] and normalised per channel."""
-    shape = (1, -1, 1, 1)
-    channel_mean = torch.tensor(mean, dtype=torch.float32, device=device).view(shape)
-    channel_std = torch.tensor(std, dtype=torch.float32, device=device).view(shape)
-    pixels = images.to(device, non_blocking=True).float().div_(255)
-    return pixels.sub_(channel_mean).div_(channel_std)
 
 
 def _check_batch(images: Tensor, labels: Tensor, num_channels: int) -> None:

@@ -7,10 +7,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 import sslvision
+from sslvision.backbones import Backbone
 from sslvision.data.class_match import label_by_train_classes
 from sslvision.data.spec import dataset_from_spec
 from sslvision.eval.bn_statistics import estimate_bn_statistics
@@ -21,13 +22,11 @@ from sslvision.eval.results import flatten_knn
 
 
 def knn_on_splits(
-    backbone: nn.Module,
+    backbone: Backbone,
     train_batches: Iterable[tuple[Tensor, Tensor]],
     val_batches: Iterable[tuple[Tensor, Tensor]],
     *,
     device: torch.device,
-    mean: Sequence[float],
-    std: Sequence[float],
     ks: Sequence[int],
     temperature: float,
     num_classes: int | None,
@@ -38,12 +37,8 @@ def knn_on_splits(
     The one path from a backbone to kNN accuracy, shared by ``sslvision knn`` and the in-training
     monitor so that both give the same number for the same weights and images.
     """
-    train_x, train_y = extract_features(
-        backbone, train_batches, device=device, mean=mean, std=std, progress=progress
-    )
-    val_x, val_y = extract_features(
-        backbone, val_batches, device=device, mean=mean, std=std, progress=progress
-    )
+    train_x, train_y = extract_features(backbone, train_batches, device=device, progress=progress)
+    val_x, val_y = extract_features(backbone, val_batches, device=device, progress=progress)
     return knn_classify(
         train_x, train_y, val_x, val_y, ks=ks, temperature=temperature, num_classes=num_classes
     )
@@ -79,9 +74,7 @@ def run_knn(
     )
     bn_statistics = "trained"
     if encoder.bn_statistics == "estimate":
-        seen = estimate_bn_statistics(
-            backbone, train_loader, device=device, mean=encoder.mean, std=encoder.std
-        )
+        seen = estimate_bn_statistics(backbone, train_loader, device=device)
         bn_statistics = f"estimated on train_data ({seen} images)"
     elif encoder.bn_statistics == "initial":
         bn_statistics = "initial (mean 0, variance 1)"
@@ -90,8 +83,6 @@ def run_knn(
         train_loader,
         val_loader,
         device=device,
-        mean=encoder.mean,
-        std=encoder.std,
         ks=ks,
         temperature=temperature,
         num_classes=getattr(train_set, "num_classes", None),

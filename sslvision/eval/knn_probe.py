@@ -11,12 +11,12 @@ mode and float32, the same weighted vote) on a seeded subset, so with ``max_trai
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from sslvision.backbones import Backbone
 from sslvision.config import MonitorConfig
 from sslvision.data.class_match import label_by_train_classes
 from sslvision.data.spec import dataset_from_spec
@@ -37,13 +37,11 @@ class KNNProbe:
         cfg: MonitorConfig,
         *,
         image_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
         device: torch.device,
         seed: int,
         num_workers: int,
     ) -> None:
-        self.cfg, self.mean, self.std, self.device = cfg, mean, std, device
+        self.cfg, self.device = cfg, device
         # A DataLoader draws its base seed from the global generator: fork it, so that a run
         # trains exactly as it would without the monitor.
         with torch.random.fork_rng(devices=[]):
@@ -54,7 +52,7 @@ class KNNProbe:
             val_set = label_by_train_classes(train_set, val_set)
             self.queries = _decode(val_set, cfg.max_val, seed, num_workers)
 
-    def __call__(self, backbone: nn.Module) -> float:
+    def __call__(self, backbone: Backbone) -> float:
         """kNN top-1 (a fraction) of ``backbone`` now; the training model is not touched.
 
         The probe runs on a contiguous float32 copy, the very network ``sslvision knn`` builds
@@ -67,8 +65,6 @@ class KNNProbe:
             self.bank,
             self.queries,
             device=self.device,
-            mean=self.mean,
-            std=self.std,
             ks=(self.cfg.k,),
             temperature=self.cfg.temperature,
             num_classes=self.num_classes,

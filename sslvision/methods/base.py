@@ -8,12 +8,10 @@ takes ``["loss"]`` from the returned dict, backpropagates, calls :meth:`Method.o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import groupby
 from typing import ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from sslvision.augment.views import Views
@@ -22,19 +20,6 @@ from sslvision.config import MethodConfig
 from sslvision.config.views import ViewGroup
 from sslvision.errors import ConfigError
 from sslvision.nn.queue import process_local_buffers
-
-
-def apply_by_size(fn: Callable[[Tensor], Tensor], images: Sequence[Tensor]) -> list[Tensor]:
-    """``[fn(x) for x in images]``, but with runs of same-size views batched into one call.
-
-    One larger batch is faster than several small ones, and BatchNorm then sees the views together
-    as in the reference implementations.
-    """
-    outputs: list[Tensor] = []
-    for _, run in groupby(images, key=lambda x: x.shape[1:]):
-        run = list(run)
-        outputs += fn(torch.cat(run)).chunk(len(run)) if len(run) > 1 else [fn(run[0])]
-    return outputs
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from torch import Tensor
 from sslvision.augment.views import Views
 from sslvision.backbones import Backbone
 from sslvision.losses.byol import normalized_mse
-from sslvision.methods.base import apply_by_size
 from sslvision.methods.momentum import MomentumConfig, MomentumMethod
 from sslvision.methods.registry import register_method
 from sslvision.nn.heads import MLPHead
@@ -47,6 +46,6 @@ class BYOL(MomentumMethod):
 
     def training_step(self, views: Views) -> dict[str, Tensor]:
         images = views.images[:2]
-        p1, p2 = apply_by_size(lambda x: self.predictor(self.projector(self.backbone(x))), images)
+        p1, p2 = images.map(lambda x: self.predictor(self.projector(self.backbone(x))))
         z1, z2 = self.teacher(images)
         return {"loss": normalized_mse(p1, z2) + normalized_mse(p2, z1)}

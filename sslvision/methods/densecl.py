@@ -25,7 +25,6 @@ from sslvision.backbones import Backbone
 from sslvision.errors import ConfigError
 from sslvision.losses.densecl import dense_info_nce, match_cells
 from sslvision.losses.infonce import info_nce
-from sslvision.methods.base import apply_by_size
 from sslvision.methods.mocov2 import MoCoV2, MoCoV2Config
 from sslvision.methods.registry import register_method
 from sslvision.nn.correspondence import feature_grid
@@ -121,14 +120,8 @@ class DenseCL(MoCoV2):
         images = views.images[:2]
         # (query view, key view) pairs; MoCo v2+'s symmetric loss adds the swapped pair.
         pairs = [(0, 1), (1, 0)] if cfg.symmetric else [(0, 1)]
-        queried = sorted({q for q, _ in pairs})
-        maps = dict(
-            zip(
-                queried,
-                apply_by_size(self.backbone.forward_features, [images[i] for i in queried]),
-                strict=True,
-            )
-        )
+        queried = len({q for q, _ in pairs})  # the query views are the leading ones
+        maps = list(images[:queried].map(self.backbone.forward_features))
         feature_grid(maps[0])  # a spatial map, or a clear error
         keys = {k: self.dense_keys(images[k]) for _, k in pairs}
         negatives = self.queue.contents().clone()  # both queues as before this step's keys

@@ -22,7 +22,6 @@ from sslvision.augment.views import Views
 from sslvision.backbones import Backbone
 from sslvision.errors import ConfigError
 from sslvision.losses.infonce import info_nce
-from sslvision.methods.base import apply_by_size
 from sslvision.methods.momentum import MomentumConfig, MomentumMethod
 from sslvision.methods.registry import register_method
 from sslvision.nn.distributed import is_distributed
@@ -101,7 +100,7 @@ class MoCoV2(MomentumMethod):
         first, second = views.images[:2]
         negatives = self.queue.contents().clone()  # the queue before this step's keys
         if cfg.symmetric:
-            q1, q2 = apply_by_size(lambda x: self.projector(self.backbone(x)), [first, second])
+            q1, q2 = views.images[:2].map(lambda x: self.projector(self.backbone(x)))
             k1, k2 = self.keys(first), self.keys(second)
             loss = info_nce(q1, k2, negatives, cfg.temperature) + info_nce(
                 q2, k1, negatives, cfg.temperature

@@ -18,7 +18,6 @@ from sslvision.augment.views import Views
 from sslvision.backbones import Backbone
 from sslvision.errors import ConfigError
 from sslvision.losses.infonce import batch_info_nce
-from sslvision.methods.base import apply_by_size
 from sslvision.methods.momentum import MomentumConfig, MomentumMethod
 from sslvision.methods.registry import register_method
 from sslvision.nn.heads import MLPHead
@@ -68,7 +67,7 @@ class MoCoV3(MomentumMethod):
 
     def training_step(self, views: Views) -> dict[str, Tensor]:
         images = views.images[:2]
-        q1, q2 = apply_by_size(lambda x: self.predictor(self.projector(self.backbone(x))), images)
+        q1, q2 = images.map(lambda x: self.predictor(self.projector(self.backbone(x))))
         k1, k2 = self.teacher(images)
         temperature = self.cfg.temperature
         loss = batch_info_nce(q1, k2, temperature) + batch_info_nce(q2, k1, temperature)

@@ -8,17 +8,17 @@ part of the method's state, so it is saved in checkpoints and restored on resume
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from sslvision.augment.views import ViewStack
 from sslvision.backbones import Backbone
 from sslvision.config import MethodConfig
 from sslvision.errors import ConfigError
-from sslvision.methods.base import Method, Progress, apply_by_size
-from sslvision.nn.momentum import MOMENTUM_SCHEDULES, ema_update_, momentum_at, momentum_copy
+from sslvision.methods.base import Method, Progress
+from sslvision.nn.momentum import MOMENTUM_SCHEDULES, PairedEMA, momentum_at, momentum_copy
 
 
 @dataclass
@@ -54,6 +54,7 @@ class MomentumMethod(Method):
         for name, head in heads.items():
             self.add_module(name, head)
         self.momentum_encoder = momentum_copy(self.online_encoder())
+        self.ema: PairedEMA | None = None  # paired at the first update, see on_step_end
 
     def online_encoder(self) -> nn.Module:
         """The online modules the teacher mirrors, as one module: here backbone then projector.
@@ -64,12 +65,12 @@ class MomentumMethod(Method):
         return nn.Sequential(self.backbone, self.projector)
 
     @torch.no_grad()
-    def teacher(self, images: Sequence[Tensor]) -> list[Tensor]:
-        """The teacher's projections of each view (same-size views in one forward).
+    def teacher(self, images: ViewStack) -> list[Tensor]:
+        """The teacher's projections of each view (each run of same-size views in one forward).
 
         Only for the default teacher, ``nn.Sequential(backbone, projector)``.
         """
-        return apply_by_size(self.momentum_encoder, images)
+        return list(images.map(self.momentum_encoder))
 
     def momentum(self, progress: Progress) -> float:
         cfg = self.cfg
@@ -78,4 +79,8 @@ class MomentumMethod(Method):
         )
 
     def on_step_end(self, progress: Progress) -> None:
-        ema_update_(self.momentum_encoder, self.online_encoder(), self.momentum(progress))
+        if self.ema is None:
+            # Paired once, at the first step: after a subclass has converted the teacher
+            # (MoCo v2's SyncBatchNorm builds new BN modules) and the engine has moved the model.
+            self.ema = PairedEMA(self.momentum_encoder, self.online_encoder())
+        self.ema.update_(self.momentum(progress))

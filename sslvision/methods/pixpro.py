@@ -29,7 +29,6 @@ from sslvision.backbones import Backbone
 from sslvision.errors import ConfigError
 from sslvision.losses.byol import normalized_mse
 from sslvision.losses.pixpro import pixpro_loss
-from sslvision.methods.base import apply_by_size
 from sslvision.methods.momentum import MomentumConfig, MomentumMethod
 from sslvision.methods.registry import register_method
 from sslvision.nn.correspondence import feature_grid, positive_pairs
@@ -95,13 +94,13 @@ class PixPro(MomentumMethod):
     def training_step(self, views: Views) -> dict[str, Tensor]:
         cfg = self.cfg
         images = views.images[:2]
-        maps = apply_by_size(self.backbone.forward_features, images)
+        maps = images.map(self.backbone.forward_features)
         grids = [feature_grid(m) for m in maps]
-        propagated = apply_by_size(lambda m: self.propagation(self.projector(m)), maps)
+        propagated = list(maps.map(lambda m: self.propagation(self.projector(m))))
         teacher = self.momentum_encoder
         with torch.no_grad():
-            teacher_maps = apply_by_size(teacher["backbone"].forward_features, images)
-            targets = apply_by_size(teacher["projector"], teacher_maps)
+            teacher_maps = images.map(teacher["backbone"].forward_features)
+            targets = list(teacher_maps.map(teacher["projector"]))
         # Cell pairs of view 0 (rows) and view 1 (columns) that show the same place.
         positive = positive_pairs(
             views.boxes[0], views.flips[0], grids[0],
@@ -114,11 +113,11 @@ class PixPro(MomentumMethod):
         loss = 2.0 * pixel_loss
         out = {"loss_pixel": pixel_loss.detach()}
         if self.predictor is not None:
-            pooled = [self.backbone.pool(m) for m in maps]
-            p1, p2 = apply_by_size(lambda z: self.predictor(self.instance_projector(z)), pooled)
+            pooled = maps.map(self.backbone.pool)
+            p1, p2 = pooled.map(lambda z: self.predictor(self.instance_projector(z)))
             with torch.no_grad():
-                teacher_pooled = [teacher["backbone"].pool(m) for m in teacher_maps]
-                z1, z2 = apply_by_size(teacher["instance_projector"], teacher_pooled)
+                teacher_pooled = teacher_maps.map(teacher["backbone"].pool)
+                z1, z2 = teacher_pooled.map(teacher["instance_projector"])
             instance_loss = normalized_mse(p1, z2) + normalized_mse(p2, z1)
             loss = loss + cfg.instance_weight * instance_loss
             out["loss_instance"] = instance_loss.detach()

@@ -35,6 +35,10 @@ def method_class(name: str) -> type[Method]:
 
 
 def build_method(cfg: Config) -> Method:
-    """Build the configured method around a freshly built backbone."""
-    backbone = build_backbone(cfg.model.backbone, small_stem=cfg.model.small_stem)
+    """Build the configured method around a freshly built backbone, which normalises its inputs
+    with the pretraining config's pixel statistics."""
+    model, augment = cfg.model, cfg.augment
+    backbone = build_backbone(
+        model.backbone, small_stem=model.small_stem, mean=augment.mean, std=augment.std
+    )
     return method_class(cfg.method.name)(cfg.method, backbone)

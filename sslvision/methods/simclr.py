@@ -17,7 +17,7 @@ from sslvision.augment.views import Views
 from sslvision.backbones import Backbone
 from sslvision.config import MethodConfig
 from sslvision.errors import ConfigError
-from sslvision.methods.base import Method, apply_by_size
+from sslvision.methods.base import Method
 from sslvision.methods.registry import register_method
 from sslvision.nn.heads import MLPHead
 from sslvision.registry import PAIR_LOSSES
@@ -56,7 +56,7 @@ class SimCLR(Method):
         return self.loss_fn(z_a, z_b, labels, self.cfg)
 
     def training_step(self, views: Views) -> dict[str, Tensor]:
-        z = apply_by_size(lambda x: self.projector(self.backbone(x)), views.images)
+        z = list(views.images.map(lambda x: self.projector(self.backbone(x))))
         pairs = list(combinations(range(len(z)), 2))
         losses = [self.pair_loss(z[i], z[j], views.labels) for i, j in pairs]
         return {"loss": torch.stack(losses).mean()}

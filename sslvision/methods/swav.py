@@ -22,7 +22,7 @@ from sslvision.backbones import Backbone
 from sslvision.config import MethodConfig
 from sslvision.errors import ConfigError
 from sslvision.losses.swav import sinkhorn_knopp, swapped_prediction_loss
-from sslvision.methods.base import Method, Progress, apply_by_size
+from sslvision.methods.base import Method, Progress
 from sslvision.methods.registry import register_method
 from sslvision.nn.heads import MLPHead
 from sslvision.nn.prototypes import Prototypes
@@ -90,9 +90,7 @@ class SwAV(Method):
 
     def training_step(self, views: Views) -> dict[str, Tensor]:
         cfg = self.cfg
-        z = apply_by_size(
-            lambda x: F.normalize(self.projector(self.backbone(x)), dim=1), views.images
-        )
+        z = list(views.images.map(lambda x: F.normalize(self.projector(self.backbone(x)), dim=1)))
         scores = [self.prototypes(zi) for zi in z]
         use_queue = self.queue_active()
         code_crops = min(2, views.global_count)

@@ -46,7 +46,7 @@ def momentum_at(
 def momentum_copy(module: nn.Module) -> nn.Module:
     """A deep copy of ``module`` whose parameters never receive gradients.
 
-    Only :func:`ema_update_` changes it; freezing the parameters keeps them out of autograd, so a
+    Only :class:`PairedEMA` changes it; freezing the parameters keeps them out of autograd, so a
     loss that uses both networks backpropagates into the online one only.
 
     >>> online = nn.Linear(3, 2)
@@ -59,10 +59,10 @@ def momentum_copy(module: nn.Module) -> nn.Module:
     return target
 
 
-def _matching_tensors(
+def _matching_names(
     kind: str, target: dict[str, torch.Tensor], online: dict[str, torch.Tensor]
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The tensors of both modules paired by name; a clear error when the structures differ."""
+) -> None:
+    """A clear error unless both modules have the same tensor names and shapes."""
     if target.keys() != online.keys():
         missing = sorted(online.keys() - target.keys())
         extra = sorted(target.keys() - online.keys())
@@ -81,36 +81,61 @@ def _matching_tensors(
                 f"momentum target and online module differ in {kind[:-1]} {name!r}: "
                 f"shape {tuple(target[name].shape)} vs {tuple(tensor.shape)}"
             )
-    names = list(online)
-    return [target[name] for name in names], [online[name] for name in names]
 
 
-@torch.no_grad()
-def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """Move ``target`` towards ``online``: parameters by EMA, buffers by plain copy.
+def _buffer_owners(module: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """Each buffer's owning module and attribute name, by the buffer's full name."""
+    return {
+        f"{prefix}.{name}" if prefix else name: (owner, name)
+        for prefix, owner in module.named_modules()
+        for name, _ in owner.named_buffers(recurse=False)
+    }
 
-    Every parameter becomes ``momentum * target + (1 - momentum) * online``. Buffers (BatchNorm
-    running statistics, ``num_batches_tracked``) are copied; the MoCo authors' code averages the
-    parameters only and lets the key encoder's own forward passes keep its statistics. Targets run
-    in train mode, on batch statistics, so training is the same either way; only the target used
-    in eval mode early in training, while its weights lag far behind, sees statistics that do not
-    fit them. ``online`` must be the unwrapped module (not a DistributedDataParallel wrapper), with
-    the same structure.
+
+class PairedEMA:
+    """``target`` following ``online`` by EMA, with the two modules' tensors paired once.
+
+    Parameters are paired as objects: ``Module.to()`` (device, dtype, memory format) replaces a
+    parameter's ``.data`` but keeps the ``Parameter``. Buffers are replaced outright by ``.to()``,
+    so they are paired by owning module and name and looked up at each update. ``online`` must be
+    the unwrapped module (not a DistributedDataParallel wrapper), with the same structure.
 
     >>> online, target = nn.Linear(2, 1), nn.Linear(2, 1)
-    >>> ema_update_(target, online, momentum=0.0)
+    >>> PairedEMA(target, online).update_(momentum=0.0)
     >>> torch.equal(target.weight, online.weight)
     True
     """
-    target_params, online_params = _matching_tensors(
-        "parameters", dict(target.named_parameters()), dict(online.named_parameters())
-    )
-    target_buffers, online_buffers = _matching_tensors(
-        "buffers", dict(target.named_buffers()), dict(online.named_buffers())
-    )
-    if target_params:
-        # lerp_(end, w) = self + w * (end - self); with w = 1 - m that is m * self + (1 - m) * end,
-        # and PyTorch's lerp is exact at both ends (w = 0 keeps self, w = 1 gives end).
-        torch._foreach_lerp_(target_params, online_params, 1.0 - momentum)
-    if target_buffers:
-        torch._foreach_copy_(target_buffers, online_buffers)
+
+    def __init__(self, target: nn.Module, online: nn.Module) -> None:
+        target_params, online_params = (
+            dict(target.named_parameters()),
+            dict(online.named_parameters()),
+        )
+        _matching_names("parameters", target_params, online_params)
+        _matching_names("buffers", dict(target.named_buffers()), dict(online.named_buffers()))
+        self.target_params = [target_params[name] for name in online_params]
+        self.online_params = list(online_params.values())
+        target_owners, online_owners = _buffer_owners(target), _buffer_owners(online)
+        self.target_buffers = [target_owners[name] for name in online_owners]
+        self.online_buffers = list(online_owners.values())
+
+    @torch.no_grad()
+    def update_(self, momentum: float) -> None:
+        """Parameters by EMA, buffers by plain copy.
+
+        Every parameter becomes ``momentum * target + (1 - momentum) * online``. Buffers (BatchNorm
+        running statistics, ``num_batches_tracked``) are copied; the MoCo authors' code averages
+        the parameters only and lets the key encoder's own forward passes keep its statistics.
+        Targets run in train mode, on batch statistics, so training is the same either way; only
+        the target used in eval mode early in training, while its weights lag far behind, sees
+        statistics that do not fit them.
+        """
+        if self.target_params:
+            # lerp_(end, w) = self + w * (end - self); with w = 1 - m that is m * self + (1 - m) *
+            # end, and PyTorch's lerp is exact at both ends (w = 0 keeps self, w = 1 gives end).
+            torch._foreach_lerp_(self.target_params, self.online_params, 1.0 - momentum)
+        if self.target_buffers:
+            torch._foreach_copy_(
+                [getattr(owner, name) for owner, name in self.target_buffers],
+                [getattr(owner, name) for owner, name in self.online_buffers],
+            )

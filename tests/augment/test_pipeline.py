@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import kornia.augmentation as K
 import pytest
 import torch
 
@@ -83,7 +84,7 @@ def test_boxes_and_flips_describe_where_the_pixels_came_from() -> None:
         torch.testing.assert_close(bottom, y2 - 1, atol=0.01, rtol=0)
         wide = (x2 - x1) > 2
         assert ((right < left) == flips)[wide].all()
-    flips = torch.cat(views.flips)
+    flips = torch.cat(list(views.flips))
     assert flips.any() and not flips.all()  # p=0.5 over 64 views
 
 
@@ -96,8 +97,8 @@ def test_same_seed_gives_the_same_views_and_each_sample_its_own_crop() -> None:
         runs.append(pipeline(images))
     first, again, other = runs
     for a, b in zip(
-        first.images + first.boxes + first.flips,
-        again.images + again.boxes + again.flips,
+        [*first.images, *first.boxes, *first.flips],
+        [*again.images, *again.boxes, *again.flips],
         strict=True,
     ):
         assert torch.equal(a, b)
@@ -119,7 +120,7 @@ def test_disabled_ops_are_not_built() -> None:
     views = ViewPipeline([geometry_only(hflip_p=0.0, size=8)], (0.0,) * 3, (1.0,) * 3)(
         random_images()
     )
-    assert not torch.cat(views.flips).any()
+    assert not torch.cat(list(views.flips)).any()
     jitter_without_strength = ViewGroup(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
     assert GroupAugment(jitter_without_strength).jitter is None
 
@@ -174,3 +175,30 @@ def test_bad_configuration_is_refused_clearly(kwargs: dict, message: str) -> Non
     arguments = dict(groups=[ViewGroup()], mean=IMAGENET_MEAN, std=IMAGENET_STD) | kwargs
     with pytest.raises(ValueError, match=message):
         ViewPipeline(**arguments)
+
+
+def test_same_size_groups_share_one_tensor_in_the_memory_format() -> None:
+    """BYOL's two single-view groups are one batch: a method forwards it without concatenating."""
+    groups = [ViewGroup(count=1, size=16), ViewGroup(count=1, size=16, solarize_p=1.0)]
+    groups.append(ViewGroup(count=2, size=8, is_global=False))
+    pipeline = ViewPipeline(groups, IMAGENET_MEAN, IMAGENET_STD, torch.channels_last)
+    labels = torch.arange(3)
+    views = pipeline(random_images(n=3), labels)
+    assert views.labels is labels
+    assert views.images.counts == (2, 2) and [run.shape[0] for run in views.images.runs] == [6, 6]
+    big = views.images.runs[0]
+    assert views.images[1].data_ptr() == big[3:].data_ptr()
+    for image in views.images:
+        assert image.is_contiguous(memory_format=torch.channels_last)
+    assert views.boxes.counts == (1, 1, 2) and views.flips.counts == (1, 1, 2)
+
+
+def test_normalisation_is_kornias() -> None:
+    group = ViewGroup(count=2, size=16)
+    images = random_images()
+    torch.manual_seed(3)
+    views = ViewPipeline([group], IMAGENET_MEAN, IMAGENET_STD)(images)
+    torch.manual_seed(3)
+    crops, _, _ = GroupAugment(group)(images.float().div_(255))
+    expected = K.Normalize(torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD))(crops)
+    assert torch.equal(views.images.runs[0], expected)

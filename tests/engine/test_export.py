@@ -13,18 +13,20 @@ from torch import nn
 
 from sslvision.cli import main
 from sslvision.config import config_from_dict
-from sslvision.engine.export import default_export_path, export_backbone
+from sslvision.engine.export import default_export_path, export_backbone, pixels_path
 from sslvision.engine.trainer import train
 from sslvision.eval.encoders import load_encoder
 
 
-def pretrain(tmp_path: Path, backbone: str, small_stem: bool = False) -> Path:
+def pretrain(
+    tmp_path: Path, backbone: str, small_stem: bool = False, augment: dict | None = None
+) -> Path:
     """A one-step SimCLR checkpoint of ``backbone`` on synthetic 32 px images."""
     cfg = config_from_dict(
         {
             "output_dir": str(tmp_path / "runs"),
             "data": {"dataset": "synthetic", "image_size": 32, "num_images": 16, "num_workers": 0},
-            "augment": {"size": 32},
+            "augment": {"size": 32, **(augment or {})},
             "model": {"backbone": backbone, "small_stem": small_stem},
             "method": {"name": "simclr", "proj_hidden_dim": 16, "proj_output_dim": 8},
             "train": {"epochs": 1, "max_steps": 1, "batch_size": 4, "progress_bar": False},
@@ -115,3 +117,18 @@ def test_export_refuses_to_overwrite_its_checkpoint(tmp_path: Path, capsys) -> N
     assert main(["export", str(checkpoint), "--out", str(checkpoint)]) == 2
     assert "is the checkpoint being exported" in capsys.readouterr().err
     assert checkpoint.read_bytes() == before
+
+
+def test_the_pixel_statistics_travel_with_checkpoint_and_export(tmp_path: Path) -> None:
+    """Evaluators normalise as in pretraining, reading the statistics from the encoder; an
+    export written before they were saved beside it gets ImageNet's, as it always did."""
+    stats = {"mean": [0.5, 0.4, 0.3], "std": [0.25, 0.2, 0.3]}
+    checkpoint = pretrain(tmp_path, "resnet18", augment=stats)
+    assert load_encoder(str(checkpoint)).backbone.pixels.mean == (0.5, 0.4, 0.3)
+    record = export_backbone(checkpoint)
+    assert record["pixels"] == str(pixels_path(record["out"]))
+    pixels = load_encoder(record["out"], backbone="resnet18").backbone.pixels
+    assert pixels.mean == (0.5, 0.4, 0.3) and pixels.std == (0.25, 0.2, 0.3)
+    pixels_path(record["out"]).unlink()
+    pixels = load_encoder(record["out"], backbone="resnet18").backbone.pixels
+    assert pixels.mean == (0.485, 0.456, 0.406) and pixels.std == (0.229, 0.224, 0.225)

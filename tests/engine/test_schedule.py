@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 
 import pytest
 import torch
@@ -72,3 +73,17 @@ def test_state_dict_round_trips_with_weights_only() -> None:
         assert fresh_optimizer.param_groups[0]["lr"] == pytest.approx(
             optimizer.param_groups[0]["lr"]
         )
+
+
+@pytest.mark.parametrize(("steps", "warmup"), [(5, 1), (37, 7), (1000, 100)])
+def test_detection_fine_tuning_keeps_its_closed_form(steps: int, warmup: int) -> None:
+    """Detection fine-tuning uses this schedule (no floor); its factors are the ones it used to
+    compute itself, (s + 1) / w during warm-up, then 0.5 (1 + cos(pi (s - w) / (T - w))), to the
+    last bit but for the order of pi * (s - w) / (T - w)."""
+    schedule = WarmupCosine(warmup, steps)
+    for step in range(steps):
+        if step < warmup:
+            expected = (step + 1) / warmup
+        else:
+            expected = 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        assert schedule(step) == pytest.approx(expected, rel=1e-14, abs=1e-15)

@@ -219,7 +219,7 @@ def test_probing_leaves_training_bitwise_unchanged(tmp_path: Path) -> None:
 
 def test_subsets_are_seeded_and_sized() -> None:
     cfg = MonitorConfig(knn_every=1, train_data=BANK, val_data=QUERIES, max_train=10, max_val=7)
-    kwargs = {"image_size": 16, "mean": (0.5,) * 3, "std": (0.25,) * 3, "num_workers": 0}
+    kwargs = {"image_size": 16, "num_workers": 0}
     first = KNNProbe(cfg, device=torch.device("cpu"), seed=3, **kwargs)
     again = KNNProbe(cfg, device=torch.device("cpu"), seed=3, **kwargs)
     other = KNNProbe(cfg, device=torch.device("cpu"), seed=4, **kwargs)

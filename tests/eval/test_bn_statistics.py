@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from sslvision.backbones import PixelStatistics
 from sslvision.eval.bn_statistics import estimate_bn_statistics
 from sslvision.eval.encoders import load_encoder
 from sslvision.eval.knn_eval import run_knn
 
-MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+PIXELS = PixelStatistics((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 
 def _batches(seed: int, count: int = 3, size: int = 6) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -21,9 +22,10 @@ def _batches(seed: int, count: int = 3, size: int = 6) -> list[tuple[torch.Tenso
 
 def test_the_pass_is_deterministic_and_leaves_weights_bitwise_unchanged() -> None:
     first, second = load_encoder("random").backbone, load_encoder("random").backbone
+    first.pixels = second.pixels = PIXELS
     weights = {k: v.clone() for k, v in first.named_parameters()}
     for model in (first, second):
-        seen = estimate_bn_statistics(model, _batches(0), device="cpu", mean=MEAN, std=STD)
+        seen = estimate_bn_statistics(model, _batches(0), device="cpu")
         assert seen == 18
     for name, value in first.named_parameters():
         assert torch.equal(value, weights[name]), name
@@ -35,8 +37,9 @@ def test_the_pass_is_deterministic_and_leaves_weights_bitwise_unchanged() -> Non
 def test_the_statistics_are_the_cumulative_average_over_all_batches() -> None:
     """bn1's running mean is the mean of conv1's output over every image (equal-size batches)."""
     model = load_encoder("random").backbone
+    model.pixels = PIXELS
     batches = _batches(1)
-    estimate_bn_statistics(model, batches, device="cpu", mean=MEAN, std=STD)
+    estimate_bn_statistics(model, batches, device="cpu")
     pixels = torch.cat([x for x, _ in batches]).float().div(255).sub(0.5).div(0.25)
     with torch.no_grad():
         conv = model.model.conv1(pixels)

@@ -47,14 +47,15 @@ def test_torchvision_weights_come_from_the_torch_hub_cache(
     encoder = load_encoder("ResNet18_Weights.IMAGENET1K_V1")
     for name, value in encoder.backbone.model.state_dict().items():
         assert torch.equal(value, planted[name]), name
-    assert encoder.mean == (0.485, 0.456, 0.406) and encoder.method == "supervised"
+    assert encoder.backbone.pixels.mean == (0.485, 0.456, 0.406) and encoder.method == "supervised"
 
 
 _TIMM_LOADER = """
 import sys, torch
 from sslvision.eval.encoders import load_encoder
 encoder = load_encoder("timm:test_resnet.r160_in1k", image_size=32)
-torch.save({"state": encoder.backbone.model.state_dict(), "mean": encoder.mean}, sys.argv[1])
+backbone = encoder.backbone
+torch.save({"state": backbone.model.state_dict(), "mean": backbone.pixels.mean}, sys.argv[1])
 """
 
 

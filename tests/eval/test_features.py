@@ -8,20 +8,29 @@ import pytest
 import torch
 from torch import nn
 
+from sslvision.backbones import PixelStatistics
 from sslvision.eval.features import extract_features
 
 MEAN = (0.5, 0.4, 0.3)
 STD = (0.2, 0.25, 0.3)
 
 
+def carrying_pixels(module: nn.Module) -> nn.Module:
+    """The network with the pixel statistics attached that a Backbone carries."""
+    module.pixels = PixelStatistics(MEAN, STD)
+    return module
+
+
 def tiny_net() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
+    return carrying_pixels(
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
     )
 
 
@@ -39,7 +48,7 @@ def test_features_keep_loader_order_and_match_a_manual_forward():
     net = tiny_net()
     batches = uint8_batches()
 
-    features, labels = extract_features(net, batches, device="cpu", mean=MEAN, std=STD)
+    features, labels = extract_features(net, batches, device="cpu")
 
     images = torch.cat([images for images, _ in batches]).float() / 255
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
@@ -62,7 +71,7 @@ def test_backbone_runs_in_eval_mode_and_modes_are_restored():
     seen_modes = []
     net.register_forward_pre_hook(lambda module, _: seen_modes.append(module.training))
 
-    extract_features(net, uint8_batches(), device="cpu", mean=MEAN, std=STD)
+    extract_features(net, uint8_batches(), device="cpu")
 
     assert seen_modes == [False, False, False]
     assert [module.training for module in net] == [True, False, True, True, True]
@@ -73,7 +82,7 @@ def test_backbone_runs_in_eval_mode_and_modes_are_restored():
 def test_eval_mode_is_kept_when_it_was_eval():
     net = tiny_net().eval()
 
-    extract_features(net, uint8_batches(), device="cpu", mean=MEAN, std=STD)
+    extract_features(net, uint8_batches(), device="cpu")
 
     assert not any(module.training for module in net.modules())
 
@@ -88,15 +97,13 @@ def test_modes_are_restored_when_the_backbone_fails():
     net.register_forward_hook(fail_forward)
 
     with pytest.raises(RuntimeError, match="boom"):
-        extract_features(net, batches, device="cpu", mean=MEAN, std=STD)
+        extract_features(net, batches, device="cpu")
 
     assert all(module.training for module in net.modules())
 
 
 def test_features_can_train_a_linear_probe():
-    features, labels = extract_features(
-        tiny_net(), uint8_batches(), device="cpu", mean=MEAN, std=STD
-    )
+    features, labels = extract_features(tiny_net(), uint8_batches(), device="cpu")
     probe = nn.Linear(4, 12)
 
     nn.functional.cross_entropy(probe(features), labels).backward()
@@ -124,28 +131,26 @@ def test_features_can_train_a_linear_probe():
 )
 def test_bad_loader_output_is_rejected_with_a_clear_message(batches, error, message):
     with pytest.raises(error, match=re.escape(message)):
-        extract_features(tiny_net(), batches, device="cpu", mean=MEAN, std=STD)
+        extract_features(tiny_net(), batches, device="cpu")
 
 
 def test_unpooled_backbone_output_is_rejected():
-    dense = nn.Conv2d(3, 4, 3)
+    dense = carrying_pixels(nn.Conv2d(3, 4, 3))
 
     with pytest.raises(ValueError, match="pooled features of shape"):
-        extract_features(dense, uint8_batches(), device="cpu", mean=MEAN, std=STD)
+        extract_features(dense, uint8_batches(), device="cpu")
 
 
 def test_mismatched_normalisation_is_rejected():
     with pytest.raises(ValueError, match="one value per channel, got 3 and 2"):
-        extract_features(tiny_net(), uint8_batches(), device="cpu", mean=MEAN, std=(0.2, 0.2))
+        PixelStatistics(MEAN, (0.2, 0.2))
     with pytest.raises(ValueError, match="std must be positive"):
-        extract_features(tiny_net(), uint8_batches(), device="cpu", mean=MEAN, std=(1, 0, 1))
+        PixelStatistics(MEAN, (1, 0, 1))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_features_come_back_to_the_cpu_from_cuda():
-    features, labels = extract_features(
-        tiny_net().cuda(), uint8_batches(), device="cuda", mean=MEAN, std=STD
-    )
+    features, labels = extract_features(tiny_net().cuda(), uint8_batches(), device="cuda")
 
     assert features.device.type == "cpu"
     assert labels.device.type == "cpu"

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslvision.augment.views import Views
+from sslvision.augment.views import Views, ViewStack
 from sslvision.config import config_from_dict
 from sslvision.errors import ConfigError
 from sslvision.methods.base import Progress
@@ -39,7 +39,7 @@ def two_views(seed: int = 1) -> Views:
         torch.tensor([[12.0, 6.0, 48.0, 42.0]]).expand(BATCH, 4).clone(),
     ]
     flips = [torch.zeros(BATCH, dtype=torch.bool), torch.arange(BATCH) % 2 == 1]
-    return Views(images, boxes, flips, global_count=2)
+    return Views(ViewStack.of(images), ViewStack.of(boxes), ViewStack.of(flips), global_count=2)
 
 
 def per_sample(fn, x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslvision.augment.views import Views
+from sslvision.augment.views import Views, ViewStack
 from sslvision.config import config_from_dict
 from sslvision.errors import ConfigError
 from sslvision.methods.base import Progress
@@ -41,7 +41,7 @@ def two_views(seed: int = 1) -> Views:
     images = [torch.randn(BATCH, 3, SIZE, SIZE, generator=g) for _ in range(2)]
     boxes = [torch.zeros(BATCH, 4) for _ in range(2)]
     flips = [torch.zeros(BATCH, dtype=torch.bool) for _ in range(2)]
-    return Views(images, boxes, flips, global_count=2)
+    return Views(ViewStack.of(images), ViewStack.of(boxes), ViewStack.of(flips), global_count=2)
 
 
 def per_sample(fn, x: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sslvision.augment.views import Views
+from sslvision.augment.views import Views, ViewStack
 from sslvision.config import config_from_dict
 from sslvision.errors import ConfigError
 from sslvision.losses.dcl import dcl
@@ -27,7 +27,13 @@ def views_with_labels(labels: torch.Tensor | None) -> Views:
     images = [torch.randn(6, 3, 16, 16, generator=g) for _ in range(2)]
     boxes = [torch.zeros(6, 4)] * 2
     flips = [torch.zeros(6, dtype=torch.bool)] * 2
-    return Views(images, boxes, flips, global_count=2, labels=labels)
+    return Views(
+        ViewStack.of(images),
+        ViewStack.of(boxes),
+        ViewStack.of(flips),
+        global_count=2,
+        labels=labels,
+    )
 
 
 LABELS = torch.tensor([0, 1, 0, 2, 1, 0])

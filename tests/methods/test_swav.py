@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslvision.augment.views import Views
+from sslvision.augment.views import Views, ViewStack
 from sslvision.config import config_from_dict
 from sslvision.engine.checkpoint import load_checkpoint
 from sslvision.engine.trainer import train
@@ -45,7 +45,7 @@ def multi_crop(seed: int = 1) -> Views:
     images += [torch.randn(BATCH, 3, 8, 8, generator=g) for _ in range(3)]
     boxes = [torch.zeros(BATCH, 4)] * 5
     flips = [torch.zeros(BATCH, dtype=torch.bool)] * 5
-    return Views(images, boxes, flips, global_count=2)
+    return Views(ViewStack.of(images), ViewStack.of(boxes), ViewStack.of(flips), global_count=2)
 
 
 def test_prototypes_are_frozen_for_the_first_steps_then_learn() -> None:

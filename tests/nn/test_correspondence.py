@@ -85,7 +85,7 @@ def test_pipeline_views_of_different_sizes_map_to_the_source_coordinates() -> No
     pipeline = ViewPipeline(groups, mean=(0.0,) * 3, std=(1.0,) * 3)
     torch.manual_seed(0)
     views = pipeline(coordinate_images(16, 64))
-    flips_seen = torch.cat(views.flips)
+    flips_seen = torch.cat(list(views.flips))
     assert flips_seen.any() and not flips_seen.all(), "both flipped and plain views are tested"
     for image, boxes, flips, grid in zip(
         views.images, views.boxes, views.flips, [(4, 4), (3, 3)], strict=True
