@@ -266,7 +266,7 @@ _MINIMUM: dict[str, int] = {
     "train.log_every": 1,
     "checkpoint.save_every_steps": 0,
     "checkpoint.keep_every_epochs": 0,
-}  # the monitor section is checked by sslvision.engine.knn_monitor.check_monitor_config
+}  # the monitor section is checked by sslvision.engine.callbacks.knn_monitor.check_monitor_config
 _CHOICES: dict[str, tuple[str, ...]] = {
     "optim.lr_scaling": LR_SCALINGS,
     "train.precision": PRECISIONS,
