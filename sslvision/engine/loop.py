@@ -198,8 +198,9 @@ class Trainer:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.state.batch_in_epoch += 1
+        detached = {k: v.detach() for k, v in outputs.items()}
         for callback in self.callbacks:
-            callback.on_batch_end(self, {k: v.detach() for k, v in outputs.items()})
+            callback.on_batch_end(self, detached)
 
     def _end_step(self) -> None:
         self.lr = self.scheduler.get_last_lr()[0]

@@ -14,3 +14,8 @@ def at_boundary(trainer: Trainer) -> bool:
     """True at the end of an epoch, of the run, or of a stop request: the steps whose state is
     always logged and saved."""
     return trainer.end_of_epoch or trainer.finished or trainer.stop_reason is not None
+
+
+def due(trainer: Trainer, *cadences: int) -> bool:
+    """True at a boundary or every ``n`` steps for any of ``cadences``."""
+    return at_boundary(trainer) or any(every(trainer, n) for n in cadences)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from sslvision.engine.callbacks.cadence import at_boundary, every
+from sslvision.engine.callbacks.cadence import due
 from sslvision.engine.checkpoint import first_nonfinite, save_checkpoint
 from sslvision.engine.loop import Callback, Trainer
 from sslvision.errors import NonFiniteError
@@ -43,7 +43,7 @@ class Checkpointer(Callback):
         return f"the last good checkpoint is {path}" if path.exists() else "none"
 
     def on_step_end(self, trainer: Trainer) -> None:
-        if not (at_boundary(trainer) or every(trainer, self.save_every_steps)):
+        if not due(trainer, self.save_every_steps):
             return
         state = {**trainer.state_dict(), **self.extra_state()}
         self._check_finite(trainer, state)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from sslvision.engine.callbacks.cadence import at_boundary, every
+from sslvision.engine.callbacks.cadence import due
 from sslvision.engine.loop import Callback, Trainer
 from sslvision.errors import NonFiniteError
 
@@ -33,7 +33,7 @@ class NonFiniteGuard(Callback):
         self.bad_step = torch.where(finite | seen, self.bad_step, trainer.state.step + 1)
 
     def on_step_end(self, trainer: Trainer) -> None:
-        if not (at_boundary(trainer) or any(every(trainer, n) for n in self.cadences)):
+        if not due(trainer, *self.cadences):
             return
         # Every rank must stop at the same check, or the others wait in the next all-reduce.
         steps = trainer.accelerator.gather(self.bad_step[None]).tolist()

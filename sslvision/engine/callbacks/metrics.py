@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sslvision.engine.callbacks.cadence import at_boundary, every
+from sslvision.engine.callbacks.cadence import due
 from sslvision.engine.loop import Callback, Trainer
 from sslvision.engine.metrics import METRIC_COLUMNS, MetricsLogger
 
@@ -50,7 +50,7 @@ class MetricsCallback(Callback):
         self.batches += 1
 
     def on_step_end(self, trainer: Trainer) -> None:
-        if not (at_boundary(trainer) or any(every(trainer, n) for n in self.cadences)):
+        if not due(trainer, *self.cadences):
             return
         loss = trainer.accelerator.reduce(self.loss_sum, "mean") / self.batches
         row = {
