@@ -195,3 +195,30 @@ def scratch_registries(monkeypatch: pytest.MonkeyPatch) -> None:
         if isinstance(value, registry.Registry):
             value.names()  # find the package's own members first, so that the copy holds them
             monkeypatch.setattr(value, "_members", dict(value._members))
+
+
+COLOURS = {"apple": (255, 0, 0), "banana": (255, 255, 0), "cherry": (0, 0, 255)}
+
+
+def _write_colour_folder(
+    root: Path, classes: list[str] | None = None, per_class: int = 4, size: int = 16
+) -> Path:
+    """An ImageFolder split of flat-colour PNGs, each its class's colour plus a little noise
+    (classes from ``COLOURS``), so that even a random network separates them."""
+    from torchvision.io import write_png
+
+    classes = list(COLOURS) if classes is None else classes
+    generator = torch.Generator().manual_seed(len(classes) * 1000 + per_class)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        colour = torch.tensor(COLOURS[name], dtype=torch.float32).view(3, 1, 1)
+        for i in range(per_class):
+            noise = torch.randint(-8, 9, (3, size, size), generator=generator)
+            write_png((colour + noise).clamp(0, 255).to(torch.uint8), str(root / name / f"{i}.png"))
+    return root
+
+
+@pytest.fixture
+def colour_folder() -> Callable[..., Path]:
+    """Writes a flat-colour ImageFolder split: ``colour_folder(root, classes, per_class, size)``."""
+    return _write_colour_folder

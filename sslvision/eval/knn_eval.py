@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 import sslvision
 from sslvision.backbones import Backbone
-from sslvision.data.class_match import label_by_train_classes
-from sslvision.data.spec import dataset_from_spec
-from sslvision.eval.bn_statistics import estimate_bn_statistics
 from sslvision.eval.encoders import Encoder
+from sslvision.eval.feature_cache import FeatureStore
 from sslvision.eval.features import extract_features
 from sslvision.eval.knn import knn_classify
 from sslvision.eval.results import flatten_knn
@@ -34,8 +32,9 @@ def knn_on_splits(
 ) -> dict[int, dict[str, float]]:
     """Features of both splits' uint8 batches, then the weighted kNN vote of val on train.
 
-    The one path from a backbone to kNN accuracy, shared by ``sslvision knn`` and the in-training
-    monitor so that both give the same number for the same weights and images.
+    The in-training monitor's path from a backbone to kNN accuracy: the same extraction and vote
+    as ``sslvision knn`` (:func:`run_knn`, through a :class:`FeatureStore`), so that both give the
+    same number for the same weights and images.
     """
     train_x, train_y = extract_features(backbone, train_batches, device=device, progress=progress)
     val_x, val_y = extract_features(backbone, val_batches, device=device, progress=progress)
@@ -54,38 +53,32 @@ def run_knn(
     batch_size: int = 256,
     num_workers: int = 2,
     device: str | torch.device | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``encoder`` with the weighted kNN protocol and return one flat result record."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """Evaluate ``encoder`` with the weighted kNN protocol and return one flat result record.
+
+    Features come from a :class:`FeatureStore`: with ``cache_dir`` they are read from there when
+    the same encoder saw the same images before, and kept there otherwise.
+    """
     started = time.perf_counter()
-    backbone = encoder.backbone.to(device)
-    train_set = dataset_from_spec(train_data, "train", encoder.image_size)
-    val_set = label_by_train_classes(
-        train_set, dataset_from_spec(val_data, "val", encoder.image_size)
-    )
-    train_loader, val_loader = (
-        DataLoader(
-            dataset,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=device.type == "cuda",
-        )
-        for dataset in (train_set, val_set)
-    )
-    bn_statistics = "trained"
-    if encoder.bn_statistics == "estimate":
-        seen = estimate_bn_statistics(backbone, train_loader, device=device)
-        bn_statistics = f"estimated on train_data ({seen} images)"
-    elif encoder.bn_statistics == "initial":
-        bn_statistics = "initial (mean 0, variance 1)"
-    result = knn_on_splits(
-        backbone,
-        train_loader,
-        val_loader,
+    store = FeatureStore(
+        encoder,
+        train_data,
+        val_data,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        num_workers=num_workers,
         device=device,
+    )
+    train, val = store.features("train"), store.features("val")
+    result = knn_classify(
+        train.features,
+        train.labels,
+        val.features,
+        val.labels,
         ks=ks,
         temperature=temperature,
-        num_classes=getattr(train_set, "num_classes", None),
+        num_classes=store.num_classes,
     )
     return {
         "evaluator": "knn",
@@ -95,11 +88,12 @@ def run_knn(
         "train_data": train_data,
         "val_data": val_data,
         "image_size": encoder.image_size,
-        "bn_statistics": bn_statistics,
+        "bn_statistics": store.bn_statistics,
         "temperature": temperature,
-        "num_train": len(train_set),
-        "num_val": len(val_set),
+        "num_train": len(store.train_set),
+        "num_val": len(store.val_set),
         **flatten_knn(result),
+        "feature_cache": str(train.path or ""),
         "seconds": round(time.perf_counter() - started, 2),
         "sslvision_version": sslvision.__version__,
     }

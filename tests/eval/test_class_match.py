@@ -5,26 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from torchvision.io import write_png
 
 from sslvision.cli import main
 from sslvision.eval.encoders import load_encoder
 from sslvision.eval.knn_eval import run_knn
-
-COLOURS = {"apple": (255, 0, 0), "banana": (255, 255, 0), "cherry": (0, 0, 255)}
-
-
-def _folder(root: Path, classes: list[str], per_class: int = 4) -> Path:
-    """One flat-colour 16 px PNG per image, the class's colour plus a little noise."""
-    generator = torch.Generator().manual_seed(len(classes))
-    for name in classes:
-        (root / name).mkdir(parents=True)
-        colour = torch.tensor(COLOURS[name], dtype=torch.float32).view(3, 1, 1)
-        for i in range(per_class):
-            noise = torch.randint(-8, 9, (3, 16, 16), generator=generator)
-            write_png((colour + noise).clamp(0, 255).to(torch.uint8), str(root / name / f"{i}.png"))
-    return root
 
 
 def _top1(train: Path, val: Path) -> float:
@@ -32,16 +16,18 @@ def _top1(train: Path, val: Path) -> float:
     return record["knn_top1_k3"]
 
 
-def test_a_val_split_without_one_class_is_labelled_by_name(tmp_path: Path) -> None:
-    train = _folder(tmp_path / "train", ["apple", "banana", "cherry"])
-    val = _folder(tmp_path / "val", ["banana", "cherry"])  # alone, banana would be class 0
+def test_a_val_split_without_one_class_is_labelled_by_name(tmp_path: Path, colour_folder) -> None:
+    train = colour_folder(tmp_path / "train", ["apple", "banana", "cherry"])
+    val = colour_folder(tmp_path / "val", ["banana", "cherry"])  # alone, banana would be class 0
     with pytest.warns(UserWarning, match="absent from val: apple"):
         assert _top1(train, val) == 1.0
 
 
-def test_a_val_class_that_train_lacks_is_an_error_naming_it(tmp_path: Path, capsys) -> None:
-    train = _folder(tmp_path / "train", ["apple", "banana"])
-    val = _folder(tmp_path / "val", ["apple", "cherry"])  # a renamed or extra class
+def test_a_val_class_that_train_lacks_is_an_error_naming_it(
+    tmp_path: Path, capsys, colour_folder
+) -> None:
+    train = colour_folder(tmp_path / "train", ["apple", "banana"])
+    val = colour_folder(tmp_path / "val", ["apple", "cherry"])  # a renamed or extra class
     argv = ["knn", "random", "--image-size", "16", "--train-data", str(train)]
     assert main([*argv, "--val-data", str(val), "--num-workers", "0"]) == 2
     assert "val classes missing from the training split: cherry" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from sslvision.eval.commands.argtypes import int_at_least, positive_float
+from sslvision.eval.commands.cache_flags import add_cache_flags, cache_dir_of
 from sslvision.eval.evaluator import Evaluator
 from sslvision.registry import EVALUATORS
 
@@ -43,6 +44,7 @@ class KNNEvaluator(Evaluator):
         parser.add_argument(
             "--batch-size", type=int_at_least(1), default=256, help="images a batch"
         )
+        add_cache_flags(parser)
 
     @staticmethod
     def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -64,6 +66,7 @@ class KNNEvaluator(Evaluator):
             temperature=args.temperature,
             batch_size=args.batch_size,
             num_workers=args.num_workers,
+            cache_dir=cache_dir_of(args),
         )
         for k in args.k:
             print(
