@@ -140,7 +140,8 @@ class CheckpointConfig:
 
 @dataclass
 class MonitorConfig:
-    """kNN accuracy probed during pretraining on a fixed labelled subset (off by default)."""
+    """What pretraining measures on labels (all off by default): kNN accuracy probed on a fixed
+    labelled subset, and an online linear classifier trained on the training batches' labels."""
 
     knn_every: int = 0  # probe every N optimiser steps and at the end (0: off)
     train_data: str = ""  # the bank, as `sslvision knn --train-data` takes it
@@ -149,6 +150,8 @@ class MonitorConfig:
     max_val: int = 2000
     k: int = 20
     temperature: float = 0.07
+    online_linear: bool = False  # a linear head on the detached features of each batch's view 0
+    online_linear_lr: float = 0.1  # its SGD learning rate (momentum 0.9, no weight decay)
 
 
 @dataclass
@@ -266,7 +269,7 @@ _MINIMUM: dict[str, int] = {
     "train.log_every": 1,
     "checkpoint.save_every_steps": 0,
     "checkpoint.keep_every_epochs": 0,
-}  # the monitor section is checked by sslvision.engine.callbacks.knn_monitor.check_monitor_config
+}  # the monitor section is checked by its monitors, in sslvision.engine.callbacks
 _CHOICES: dict[str, tuple[str, ...]] = {
     "optim.lr_scaling": LR_SCALINGS,
     "train.precision": PRECISIONS,

@@ -33,10 +33,12 @@ from sslvision.engine.callbacks import (
     KNNMonitor,
     MetricsCallback,
     NonFiniteGuard,
+    OnlineLinearProbe,
     Preemption,
     ProgressBar,
 )
 from sslvision.engine.callbacks.knn_monitor import check_monitor_config
+from sslvision.engine.callbacks.online_probe import ONLINE_LINEAR_TOP1, check_online_linear_config
 from sslvision.engine.checkpoint import load_checkpoint
 from sslvision.engine.loop import Callback, Forward, LoopLength, Trainer
 from sslvision.engine.optim import build_optimizer
@@ -138,6 +140,7 @@ def train(
     accelerator = _accelerator(cfg.train.precision, cfg.train.grad_accum_steps)
     start_from = resume_path(resume, cfg.run_dir)
     check_monitor_config(cfg.monitor)
+    check_online_linear_config(cfg.monitor)
     groups = resolve_views(cfg)
     method_class(cfg.method.name).check_views(groups)
     cfg.augment.views = groups
@@ -200,10 +203,10 @@ def _build_trainer(
         cfg.run_dir / "checkpoints",
         save_every_steps=cfg.checkpoint.save_every_steps,
         keep_every_epochs=cfg.checkpoint.keep_every_epochs,
-        extra_state=lambda: {"config": to_dict(cfg)},
+        extra_state=lambda: _extra_state(cfg, callbacks),  # the callbacks built below
     )
     method = accelerator.unwrap_model(model)
-    callbacks = [*_callbacks(cfg, accelerator, method, checkpointer), *extra]
+    callbacks = [*_callbacks(cfg, accelerator, method, checkpointer, loader.dataset), *extra]
     trainer = Trainer(
         accelerator=accelerator,
         model=model,
@@ -280,7 +283,11 @@ class MethodHooks(Callback):
 
 
 def _callbacks(
-    cfg: Config, accelerator: Accelerator, method: Method, checkpointer: Checkpointer
+    cfg: Config,
+    accelerator: Accelerator,
+    method: Method,
+    checkpointer: Checkpointer,
+    dataset: Any,
 ) -> list[Callback]:
     """A pretraining run's callbacks, in the order they must run (see :class:`Callback`)."""
     main, tc, knn_every = accelerator.is_main_process, cfg.train, cfg.monitor.knn_every
@@ -299,8 +306,12 @@ def _callbacks(
             num_workers=cfg.data.num_workers,
         )
         callbacks.append(KNNMonitor(probe, lambda: method.backbone, knn_every))
+    online_linear = cfg.monitor.online_linear
+    if online_linear:
+        callbacks.append(_online_probe(cfg, accelerator, method, dataset, cadences))
     images_per_batch = tc.batch_size * accelerator.num_processes
-    extra_columns = ("knn_top1",) if knn_every else ()
+    monitors = {"knn_top1": knn_every, ONLINE_LINEAR_TOP1: online_linear}
+    extra_columns = [column for column, on in monitors.items() if on]
     run_dir = cfg.run_dir if main else None
     callbacks.append(MetricsCallback(run_dir, cadences, images_per_batch, extra_columns))
     if main and tc.progress_bar:
@@ -309,10 +320,34 @@ def _callbacks(
     return callbacks
 
 
+def _online_probe(
+    cfg: Config, accelerator: Accelerator, method: Method, dataset: Any, cadences: tuple[int, ...]
+) -> OnlineLinearProbe:
+    """The online linear probe over the training set's classes, at the metrics' cadences."""
+    num_classes = getattr(dataset, "num_classes", 0)
+    if not num_classes:
+        raise ConfigError(
+            f"monitor.online_linear needs a labelled data set; data.dataset "
+            f"'{cfg.data.dataset}' has no num_classes"
+        )
+    lr = cfg.monitor.online_linear_lr
+    return OnlineLinearProbe(method, num_classes, lr, cadences, accelerator.device)
+
+
+def _extra_state(cfg: Config, callbacks: Sequence[Callback]) -> dict[str, Any]:
+    """What a pretraining checkpoint holds besides the loop's state: the resolved config, and
+    the online linear probe's head and optimiser when it runs."""
+    probes = {c.state_key: c.state_dict() for c in callbacks if isinstance(c, OnlineLinearProbe)}
+    return {"config": to_dict(cfg), **probes}
+
+
 def _resume(trainer: Trainer, cfg: Config, path: Path) -> None:
     # Loaded to the CPU: a gloo rank's device is cpu:N, which torch.load cannot map to.
     checkpoint = load_checkpoint(path)
     check_resumable(checkpoint, cfg, trainer.accelerator.num_processes, path)
     trainer.load_state_dict(checkpoint)
+    for callback in trainer.callbacks:  # a checkpoint of a run without the probe: it starts anew
+        if isinstance(callback, OnlineLinearProbe) and callback.state_key in checkpoint:
+            callback.load_state_dict(checkpoint[callback.state_key])
     if trainer.accelerator.is_main_process:
         print(f"resuming from {path} at step {trainer.state.step} (epoch {trainer.state.epoch})")
