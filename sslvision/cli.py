@@ -78,9 +78,16 @@ def _pretrain(args: argparse.Namespace) -> int:
     return PREEMPTED_EXIT_CODE if result.status == "preempted" else 0
 
 
-def _evaluate(evaluator: type[Evaluator], args: argparse.Namespace) -> None:
-    """A registered evaluator's command: run it, then record and print its result."""
-    _finish(evaluator.run(args), args)
+def _evaluate(evaluator: type[Evaluator], args: argparse.Namespace) -> int:
+    """A registered evaluator's command: run it, then record and print its result. A run that
+    a signal stopped (``status`` "preempted") has no result to record and exits 75."""
+    record = evaluator.run(args)
+    if record.get("status") == "preempted":
+        from sslvision.engine.callbacks import PREEMPTED_EXIT_CODE
+
+        return PREEMPTED_EXIT_CODE
+    _finish(record, args)
+    return 0
 
 
 def _export(args: argparse.Namespace) -> None:

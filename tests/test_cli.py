@@ -132,7 +132,14 @@ def test_help_lists_commands(capsys) -> None:
 
 @pytest.mark.parametrize(
     "script, command",
-    [("pretrain.py", "pretrain"), ("knn_eval.py", "knn"), ("export_checkpoint.py", "export")],
+    [
+        ("pretrain.py", "pretrain"),
+        ("knn_eval.py", "knn"),
+        ("linear_probe.py", "linear"),
+        ("logreg_eval.py", "logreg"),
+        ("few_shot.py", "fewshot"),
+        ("export_checkpoint.py", "export"),
+    ],
 )
 def test_tools_scripts_are_the_commands(script: str, command: str) -> None:
     """``python tools/<script> --help`` from a checkout, as the README shows it."""

@@ -22,7 +22,8 @@ class Evaluator:
 
     help: ClassVar[str]  # one line in ``sslvision --help``
     description: ClassVar[str]  # the command's own ``--help``
-    metric_prefix: ClassVar[str]  # result columns that start with it are this evaluator's metrics
+    # Result columns that start with it (or with one of them) are this evaluator's metrics.
+    metric_prefix: ClassVar[str | tuple[str, ...]]
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,5 +42,8 @@ def metric_columns(columns: Iterable[str]) -> list[str]:
     >>> metric_columns(["encoder", "knn_top1_k20", "knn_top5_k20", "ap50", "seconds"])
     ['knn_top1_k20', 'ap50']
     """
-    prefixes = tuple(EVALUATORS.get(name).metric_prefix for name in EVALUATORS.names())
-    return [column for column in columns if column.startswith(prefixes)]
+    prefixes: list[str] = []
+    for name in EVALUATORS.names():
+        declared = EVALUATORS.get(name).metric_prefix
+        prefixes += [declared] if isinstance(declared, str) else list(declared)
+    return [column for column in columns if column.startswith(tuple(prefixes))]
