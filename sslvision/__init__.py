@@ -23,6 +23,11 @@ _API = {
     "load_encoder": "sslvision.eval.encoders",
     "run_knn": "sslvision.eval.knn_eval",
     "knn_classify": "sslvision.eval.knn",
+    "run_linear": "sslvision.eval.linear_eval",
+    "get_protocol": "sslvision.eval.linear_protocols",
+    "run_logreg": "sslvision.eval.cached_evals",
+    "run_fewshot": "sslvision.eval.cached_evals",
+    "FeatureStore": "sslvision.eval.feature_cache",
     "run_detection": "sslvision.eval.detection",
 }
 __all__ = [*_API, "__version__"]

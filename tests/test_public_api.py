@@ -7,10 +7,14 @@ import pytest
 import sslvision
 from sslvision.config import load_config
 from sslvision.engine.trainer import train
+from sslvision.eval.cached_evals import run_fewshot, run_logreg
 from sslvision.eval.detection import run_detection
 from sslvision.eval.encoders import load_encoder
+from sslvision.eval.feature_cache import FeatureStore
 from sslvision.eval.knn import knn_classify
 from sslvision.eval.knn_eval import run_knn
+from sslvision.eval.linear_eval import run_linear
+from sslvision.eval.linear_protocols import get_protocol
 from sslvision.methods.registry import build_method
 
 PUBLIC = {
@@ -20,6 +24,11 @@ PUBLIC = {
     "load_encoder": load_encoder,
     "run_knn": run_knn,
     "knn_classify": knn_classify,
+    "run_linear": run_linear,
+    "get_protocol": get_protocol,
+    "run_logreg": run_logreg,
+    "run_fewshot": run_fewshot,
+    "FeatureStore": FeatureStore,
     "run_detection": run_detection,
 }
 

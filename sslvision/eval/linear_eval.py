@@ -11,6 +11,7 @@ metrics, checkpoint and preemption callbacks, so a probe of 100 epochs resumes b
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Sequence
@@ -121,7 +122,7 @@ def run_linear(
         choices = ", ".join(SELECT_ON)
         raise ConfigError(f"unknown --select-on '{select_on}'. Valid choices: {choices}.")
     if protocol.image_size:
-        encoder.image_size = protocol.image_size
+        encoder = dataclasses.replace(encoder, image_size=protocol.image_size)
     AcceleratorState._reset_state()
     accelerator = Accelerator()
     store = FeatureStore(
@@ -311,9 +312,10 @@ def _callbacks(
 
 def _optimizer(heads: LinearHeads, protocol: LinearProtocol) -> torch.optim.Optimizer:
     """SGD (optionally Nesterov) or LARS over one parameter group per head."""
-    groups = heads.param_groups()
     if protocol.optimizer == "lars":
+        groups = heads.param_groups(lars=True)
         return Lars(groups, lr=groups[0]["lr"], momentum=protocol.momentum)
+    groups = heads.param_groups()
     return torch.optim.SGD(
         groups, lr=groups[0]["lr"], momentum=protocol.momentum, nesterov=protocol.nesterov
     )

@@ -56,12 +56,34 @@ class LinearHeads(nn.Module):
         logits = self(features)
         return sum(F.cross_entropy(head_logits, labels) for head_logits in logits)
 
-    def param_groups(self) -> list[dict]:
-        """One optimiser group per head with its own learning rate and weight decay."""
-        return [
-            {"params": list(head.parameters()), "lr": spec.lr, "weight_decay": spec.weight_decay}
-            for head, spec in zip(self.heads, self.specs, strict=True)
-        ]
+    def param_groups(self, lars: bool = False) -> list[dict]:
+        """One optimiser group per head with its own learning rate and weight decay.
+
+        For LARS each head has two: its weight, always trust-ratio adapted, and its bias, neither
+        adapted nor decayed, as MAE's LARS treats every ``ndim > 1`` tensor and the rest.
+        """
+        if not lars:
+            return [
+                {
+                    "params": list(head.parameters()),
+                    "lr": spec.lr,
+                    "weight_decay": spec.weight_decay,
+                }
+                for head, spec in zip(self.heads, self.specs, strict=True)
+            ]
+        groups = []
+        for head, spec in zip(self.heads, self.specs, strict=True):
+            linear = head[-1]
+            groups.append(
+                {
+                    "params": [linear.weight],
+                    "lr": spec.lr,
+                    "weight_decay": spec.weight_decay,
+                    "always_adapt": True,
+                }
+            )
+            groups.append({"params": [linear.bias], "lr": spec.lr, "weight_decay": 0.0})
+        return groups
 
 
 def _head(dim: int, num_classes: int, spec: HeadSpec, seed: int) -> nn.Sequential:

@@ -121,12 +121,18 @@ def test_cached_and_online_features_without_augmentation_agree_exactly(
         assert torch.equal(cached[name], online[name]), name
 
 
-def test_an_augmented_protocol_trains_through_the_frozen_backbone(splits, tmp_path) -> None:
+@pytest.mark.parametrize("protocol", ["mocov2-small", "mae-small"])
+def test_the_augmented_paper_protocols_train_through_the_frozen_backbone(
+    splits, tmp_path: Path, protocol: str
+) -> None:
     settings = ["epochs=2", "batch_size=8", "precision=bf16"]
-    record = _probe(splits, tmp_path / "run", settings, protocol="mocov2-small")
+    record = _probe(splits, tmp_path / "run", settings, protocol=protocol)
     assert record["status"] == "finished" and record["steps"] == 2 * (33 // 8)
-    assert record["protocol_lr"] == 30.0 and list(record["protocol_milestones"]) == [0.6, 0.8]
     assert 0.0 <= record["linear_top1"] <= 1.0
+    paper = PRESETS[protocol.removesuffix("-small")]
+    assert record["protocol_lr"] == paper.lr and record["protocol_optimizer"] == paper.optimizer
+    heads = _heads(tmp_path / "run")
+    assert ("heads.0.0.running_mean" in heads) == paper.batch_norm  # MAE's BN before the head
 
 
 class StopAt(Callback):
