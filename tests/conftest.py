@@ -222,3 +222,21 @@ def _write_colour_folder(
 def colour_folder() -> Callable[..., Path]:
     """Writes a flat-colour ImageFolder split: ``colour_folder(root, classes, per_class, size)``."""
     return _write_colour_folder
+
+
+def _stop_at(step: int, reason: str = "preempted"):
+    """A callback that asks the Trainer to stop after optimiser step ``step``."""
+    from sslvision.engine.loop import Callback
+
+    class StopAt(Callback):
+        def on_step_end(self, trainer) -> None:
+            if trainer.state.step == step:
+                trainer.request_stop(reason)
+
+    return StopAt()
+
+
+@pytest.fixture
+def stop_at() -> Callable[..., object]:
+    """``stop_at(step, reason="preempted")``: a callback stopping a run as a signal would."""
+    return _stop_at

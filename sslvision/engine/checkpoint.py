@@ -12,8 +12,9 @@ import io
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -105,19 +106,23 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to ``path`` atomically: temp file in the same folder, fsync, rename.
+    """``torch.save`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda file: torch.save(obj, file))
 
-    A crash at any moment leaves either the previous file or the new one, never a torn file.
-    """
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """``write`` into ``path`` atomically: temp file in the same folder, fsync, rename, fsync of
+    the folder. A crash at any moment leaves either the previous file or the new one, never a
+    torn file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; checkpoints are shared
+        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; checkpoints and caches are shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -87,3 +87,16 @@ def resume_schedule(scheduler: LambdaLR, step: int) -> None:
     with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose
         warnings.simplefilter("ignore", UserWarning)
         scheduler.step()
+
+
+def resume_path(resume: str | None, run_dir: Path) -> Path | None:
+    """``auto`` -> the run's ``last.pt`` if it exists; a path -> that file; None -> fresh run."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.pt"
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise CheckpointError(f"--resume: checkpoint not found: {path}")
+    return path

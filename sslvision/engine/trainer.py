@@ -42,10 +42,10 @@ from sslvision.engine.callbacks.online_probe import ONLINE_LINEAR_TOP1, check_on
 from sslvision.engine.checkpoint import load_checkpoint
 from sslvision.engine.loop import Callback, Forward, LoopLength, Trainer
 from sslvision.engine.optim import build_optimizer
-from sslvision.engine.resume import check_resumable
+from sslvision.engine.resume import check_resumable, resume_path
 from sslvision.engine.run_dir import claim_run_dir
 from sslvision.engine.schedule import build_scheduler
-from sslvision.errors import CheckpointError, ConfigError
+from sslvision.errors import ConfigError
 from sslvision.methods.base import Method, Progress
 from sslvision.methods.registry import build_method, method_class
 from sslvision.registry import PROBES
@@ -70,19 +70,6 @@ def resolve_views(cfg: Config) -> list[ViewGroup]:
             f"unknown augment.recipe '{recipe}'. Valid choices: {', '.join(sorted(RECIPES))}."
         )
     return RECIPES[recipe](cfg.augment.size)
-
-
-def resume_path(resume: str | None, run_dir: Path) -> Path | None:
-    """``auto`` -> the run's ``last.pt`` if it exists; a path -> that file; None -> fresh run."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        last = run_dir / "checkpoints" / "last.pt"
-        return last if last.is_file() else None
-    path = Path(resume)
-    if not path.is_file():
-        raise CheckpointError(f"--resume: checkpoint not found: {path}")
-    return path
 
 
 def _loader(cfg: Config, sampler: ResumableSampler, dataset: Any, pin: bool) -> DataLoader:

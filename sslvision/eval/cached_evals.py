@@ -9,7 +9,7 @@ the held-out slice of train.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +31,21 @@ def _store(
     )
 
 
-def _header(evaluator: str, encoder: Encoder, store: FeatureStore, train: str, val: str) -> dict:
+def _record(
+    evaluator: str, store: FeatureStore, result: dict[str, Any], started: float
+) -> dict[str, Any]:
+    train = store.features("train")
     return {
-        "evaluator": evaluator,
-        "encoder": encoder.spec,
-        "method": encoder.method,
-        "backbone": encoder.backbone.name,
-        "train_data": train,
-        "val_data": val,
-        "image_size": encoder.image_size,
-        "bn_statistics": store.bn_statistics,
+        **store.record_header(evaluator),
+        **result,
+        "num_train": len(train.labels),
+        "feature_cache": str(train.path or ""),
+        "seconds": round(time.perf_counter() - started, 2),
+        "sslvision_version": sslvision.__version__,
     }
 
 
-def _val(store: FeatureStore):
+def _val(store: FeatureStore) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
     def read() -> tuple[torch.Tensor, torch.Tensor]:
         val = store.features("val")
         return val.features, val.labels
@@ -78,14 +79,7 @@ def run_logreg(
         select_on=select_on,
         num_classes=store.num_classes,
     )
-    return {
-        **_header("logreg", encoder, store, train_data, val_data),
-        **result,
-        "num_train": len(train.labels),
-        "feature_cache": str(train.path or ""),
-        "seconds": round(time.perf_counter() - started, 2),
-        "sslvision_version": sslvision.__version__,
-    }
+    return _record("logreg", store, result, started)
 
 
 def run_fewshot(
@@ -113,11 +107,4 @@ def run_fewshot(
         seed=seed,
         holdout_fraction=holdout_fraction,
     )
-    return {
-        **_header("fewshot", encoder, store, train_data, val_data),
-        **result,
-        "num_train": len(train.labels),
-        "feature_cache": str(train.path or ""),
-        "seconds": round(time.perf_counter() - started, 2),
-        "sslvision_version": sslvision.__version__,
-    }
+    return _record("fewshot", store, result, started)

@@ -22,13 +22,12 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +41,7 @@ from sslvision.data.cifar import CIFARDataset
 from sslvision.data.class_match import label_by_train_classes
 from sslvision.data.image_folder import ImageFolderDataset
 from sslvision.data.spec import dataset_from_spec
+from sslvision.engine.checkpoint import atomic_write
 from sslvision.errors import ConfigError
 from sslvision.eval.bn_statistics import estimate_bn_statistics
 from sslvision.eval.encoders import Encoder
@@ -167,6 +167,21 @@ class FeatureStore:
             return "initial (mean 0, variance 1)"
         return "trained"
 
+    def record_header(self, evaluator: str) -> dict[str, Any]:
+        """The fields every feature evaluator's record starts with: what was measured, on what
+        (call it after the evaluation, when the BatchNorm statistics are known)."""
+        encoder = self.encoder
+        return {
+            "evaluator": evaluator,
+            "encoder": encoder.spec,
+            "method": encoder.method,
+            "backbone": encoder.backbone.name,
+            "train_data": self.data["train"],
+            "val_data": self.data["val"],
+            "image_size": encoder.image_size,
+            "bn_statistics": self.bn_statistics,
+        }
+
     def loader(self, split: str, *, batch_size: int | None = None) -> DataLoader:
         """The uint8 loader over ``split``'s images, in order (no shuffle)."""
         return DataLoader(
@@ -279,7 +294,7 @@ class FeatureStore:
         splits.pop(split, None)  # no line names the files while they are replaced
         _write_manifest(folder, self._manifest(splits))
         for kind, tensor in (("features", extracted.features), ("labels", extracted.labels)):
-            _atomic_write(
+            atomic_write(
                 folder / f"{split}.{kind}.npy", functools.partial(np.save, arr=tensor.numpy())
             )
         features = extracted.features
@@ -365,28 +380,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     text = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
-    _atomic_write(folder / MANIFEST, lambda file: file.write(text))
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """``write`` into ``path`` atomically (as ``engine.checkpoint.atomic_save`` does for
-    ``torch.save``): a temp file in the same folder, fsync, rename, fsync of the folder."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; a cache is shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(folder / MANIFEST, lambda file: file.write(text))
 
 
 def _note(message: str) -> None:

@@ -81,14 +81,7 @@ def run_knn(
         num_classes=store.num_classes,
     )
     return {
-        "evaluator": "knn",
-        "encoder": encoder.spec,
-        "method": encoder.method,
-        "backbone": encoder.backbone.name,
-        "train_data": train_data,
-        "val_data": val_data,
-        "image_size": encoder.image_size,
-        "bn_statistics": store.bn_statistics,
+        **store.record_header("knn"),
         "temperature": temperature,
         "num_train": len(store.train_set),
         "num_val": len(store.val_set),

@@ -42,6 +42,7 @@ from sslvision.engine.callbacks import (
 )
 from sslvision.engine.checkpoint import read_state_file
 from sslvision.engine.loop import Callback, Forward, LoopLength, Trainer
+from sslvision.engine.resume import resume_path
 from sslvision.engine.run_dir import claim_run_dir
 from sslvision.engine.schedule import build_scheduler
 from sslvision.errors import CheckpointError, ConfigError, DataError
@@ -161,14 +162,7 @@ def run_linear(
             _resume(trainer, start_from, setup.identity())
         result = trainer.fit()
     record = {
-        "evaluator": "linear",
-        "encoder": encoder.spec,
-        "method": encoder.method,
-        "backbone": encoder.backbone.name,
-        "train_data": train_data,
-        "val_data": val_data,
-        "image_size": encoder.image_size,
-        "bn_statistics": store.bn_statistics,
+        **store.record_header("linear"),
         **protocol.record(),
         "sweep": sweep,
         "num_heads": len(setup.specs),
@@ -184,18 +178,6 @@ def run_linear(
     record["seconds"] = round(time.perf_counter() - started, 2)
     record["sslvision_version"] = sslvision.__version__
     return record
-
-
-def resume_path(resume: str | None, run_dir: Path) -> Path | None:
-    """``auto``: the run's ``last.pt`` if there is one; a path: that file; None: a fresh run."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        last = run_dir / "checkpoints" / "last.pt"
-        return last if last.is_file() else None
-    if not Path(resume).is_file():
-        raise CheckpointError(f"--resume: checkpoint not found: {resume}")
-    return Path(resume)
 
 
 def _resume(trainer: Trainer, path: Path, identity: dict[str, Any]) -> None:

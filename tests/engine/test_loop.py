@@ -73,15 +73,6 @@ class Recorder(Callback):
         self.calls.append("end")
 
 
-class StopAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer: Trainer) -> None:
-        if trainer.state.step == self.step:
-            trainer.request_stop("asked")
-
-
 def test_hooks_run_in_order_with_one_step_per_accumulated_group() -> None:
     recorder = Recorder()
     result = head_trainer([recorder], grad_accum_steps=2, steps=2).fit()
@@ -91,13 +82,13 @@ def test_hooks_run_in_order_with_one_step_per_accumulated_group() -> None:
 
 
 def test_a_head_resumed_from_the_state_dict_matches_a_run_that_never_stopped(
-    tmp_path: Path,
+    tmp_path: Path, stop_at
 ) -> None:
     straight = head_trainer([MetricsCallback(None, (4,), images_per_batch=8)])
     straight.fit()
 
     checkpointer = Checkpointer(tmp_path)
-    stopped = head_trainer([StopAt(5), MetricsCallback(None, (4,), 8), checkpointer])
+    stopped = head_trainer([stop_at(5, "asked"), MetricsCallback(None, (4,), 8), checkpointer])
     result = stopped.fit()
     assert (result.status, result.state.step, result.state.batch_in_epoch) == ("asked", 5, 5)
 

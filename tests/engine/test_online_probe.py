@@ -23,7 +23,6 @@ from sslvision.backbones import Backbone
 from sslvision.config import MethodConfig, config_from_dict
 from sslvision.engine.callbacks import OnlineLinearProbe
 from sslvision.engine.checkpoint import load_checkpoint
-from sslvision.engine.loop import Callback, Trainer
 from sslvision.engine.trainer import train
 from sslvision.errors import ConfigError
 from sslvision.methods.base import Method
@@ -75,20 +74,11 @@ def test_the_probe_leaves_pretraining_bitwise_unchanged(tmp_path: Path) -> None:
     assert all(0.0 <= float(row["online_linear_top1"]) <= 1.0 for row in rows)
 
 
-class StopAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer: Trainer) -> None:
-        if trainer.state.step == self.step:
-            trainer.request_stop("preempted")
-
-
-def test_a_resumed_run_continues_the_probe_bitwise(tmp_path: Path) -> None:
+def test_a_resumed_run_continues_the_probe_bitwise(tmp_path: Path, stop_at) -> None:
     recipe = {**tiny_recipe(tmp_path / "straight"), "checkpoint": {"save_every_steps": 1}}
     straight = train(config_from_dict(recipe))
     recipe["output_dir"] = str(tmp_path / "cut")
-    assert train(config_from_dict(recipe), callbacks=[StopAt(2)]).step == 2
+    assert train(config_from_dict(recipe), callbacks=[stop_at(2)]).step == 2
     resumed = train(config_from_dict(recipe), resume="auto")
     assert resumed.step == 4
     expected = load_checkpoint(straight.checkpoint)[OnlineLinearProbe.state_key]

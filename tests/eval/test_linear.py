@@ -13,7 +13,6 @@ import torch
 from sslvision.cli import main
 from sslvision.data.image_folder import ImageFolderDataset
 from sslvision.engine.checkpoint import read_state_file
-from sslvision.engine.loop import Callback, Trainer
 from sslvision.eval import linear_eval
 from sslvision.eval.encoders import load_encoder
 from sslvision.eval.linear_eval import run_linear
@@ -135,19 +134,10 @@ def test_the_augmented_paper_protocols_train_through_the_frozen_backbone(
     assert ("heads.0.0.running_mean" in heads) == paper.batch_norm  # MAE's BN before the head
 
 
-class StopAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer: Trainer) -> None:
-        if trainer.state.step == self.step:
-            trainer.request_stop("preempted")
-
-
-def test_a_stopped_probe_resumes_bitwise(splits, tmp_path: Path) -> None:
+def test_a_stopped_probe_resumes_bitwise(splits, tmp_path: Path, stop_at) -> None:
     settings = ["epochs=3", "batch_size=8", "log_every=2", "features=online", "augment=true"]
     _probe(splits, tmp_path / "straight", settings, protocol="mocov3-small")
-    stopped = _probe(splits, tmp_path / "run", settings, "mocov3-small", callbacks=[StopAt(5)])
+    stopped = _probe(splits, tmp_path / "run", settings, "mocov3-small", callbacks=[stop_at(5)])
     assert stopped["status"] == "preempted" and stopped["steps"] == 5
     assert "linear_top1" not in stopped
     resumed = _probe(splits, tmp_path / "run", settings, "mocov3-small", resume="auto")
