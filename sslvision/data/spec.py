@@ -1,15 +1,16 @@
 """Datasets named by one string on the command line (used by the evaluators).
 
 ``synthetic`` is the embedded default (``synthetic:N`` for N images); ``cifar10:ROOT`` and
-``cifar100:ROOT`` read torchvision's CIFAR python layout under ROOT; anything else is an
-ImageFolder directory of one split.
+``cifar100:ROOT`` read torchvision's CIFAR python layout under ROOT; ``subset:LIST:DIR`` is the
+ImageFolder split DIR restricted to the classes of LIST (a bundled list such as ``imagenet100``
+or a file of folder names); anything else is an ImageFolder directory of one split.
 """
 
 from __future__ import annotations
 
 from torch.utils.data import Dataset
 
-from sslvision.data.build import build_dataset
+from sslvision.data.build import build_dataset, load_class_list
 from sslvision.errors import ConfigError
 
 
@@ -23,4 +24,11 @@ def dataset_from_spec(spec: str, split: str, image_size: int, *, seed: int = 0) 
         return build_dataset("synthetic", "", split, image_size, seed=seed, **size)
     if sep and kind in ("cifar10", "cifar100"):
         return build_dataset(kind, root, split, image_size)
+    if sep and kind == "subset":
+        classes, sep, folder = root.partition(":")
+        if not sep:
+            raise ConfigError(
+                f"'{spec}': write 'subset:LIST:DIR', e.g. subset:imagenet100:/data/train"
+            )
+        return build_dataset("folder", folder, split, image_size, classes=load_class_list(classes))
     return build_dataset("folder", spec, split, image_size)

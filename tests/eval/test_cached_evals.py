@@ -43,3 +43,16 @@ def test_a_val_class_train_lacks_exits_2_for_logreg(tmp_path: Path, capsys, colo
     argv += ["--train-data", str(train), "--val-data", str(val)]
     assert main([*argv, "--results-csv", str(tmp_path / "r.csv")]) == 2
     assert "val classes missing from the training split: cherry" in capsys.readouterr().err
+
+
+def test_an_imagenet_subset_by_class_list_is_a_data_spec(tmp_path: Path, colour_folder) -> None:
+    """``subset:LIST:DIR``: the evaluators read only the listed classes of an ImageFolder."""
+    train = colour_folder(tmp_path / "train", per_class=6)
+    val = colour_folder(tmp_path / "val", per_class=2)
+    listing = tmp_path / "two.txt"
+    listing.write_text("apple\ncherry  # a comment\n")
+    argv = ["logreg", "random", "--image-size", "16", "--num-workers", "0", "--no-cache"]
+    argv += ["--train-data", f"subset:{listing}:{train}", "--val-data", f"subset:{listing}:{val}"]
+    assert main([*argv, "--results-csv", str(tmp_path / "r.csv"), "--c", "1"]) == 0
+    record = read_results(tmp_path / "r.csv").iloc[0]
+    assert record["num_train"] == 12 and record["logreg_top1"] == 1.0
