@@ -22,15 +22,6 @@ from sslvision.eval.fewshot import DEFAULT_SHOTS, few_shot
 from sslvision.eval.logreg import DEFAULT_CS, logistic_regression
 
 
-def _store(
-    encoder: Encoder, train_data: str, val_data: str, cache_dir: str | Path | None, workers: int
-) -> FeatureStore:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return FeatureStore(
-        encoder, train_data, val_data, cache_dir=cache_dir, num_workers=workers, device=device
-    )
-
-
 def _record(
     evaluator: str, store: FeatureStore, result: dict[str, Any], started: float
 ) -> dict[str, Any]:
@@ -67,7 +58,9 @@ def run_logreg(
 ) -> dict[str, Any]:
     """L-BFGS logistic regression on ``encoder``'s features, C chosen on held-out train."""
     started = time.perf_counter()
-    store = _store(encoder, train_data, val_data, cache_dir, num_workers)
+    store = FeatureStore(
+        encoder, train_data, val_data, cache_dir=cache_dir, num_workers=num_workers
+    )
     train = store.features("train")
     result = logistic_regression(
         train.features,
@@ -96,7 +89,9 @@ def run_fewshot(
 ) -> dict[str, Any]:
     """kNN and logistic regression on ``shots`` labelled images a class, over ``draws`` draws."""
     started = time.perf_counter()
-    store = _store(encoder, train_data, val_data, cache_dir, num_workers)
+    store = FeatureStore(
+        encoder, train_data, val_data, cache_dir=cache_dir, num_workers=num_workers
+    )
     train = store.features("train")
     result = few_shot(
         train.features,

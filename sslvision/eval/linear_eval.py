@@ -223,9 +223,9 @@ def _build_trainer(
 ) -> Trainer:
     """Heads, optimiser, schedule, loader and callbacks of the probe, as pretraining has them."""
     protocol, store, fit, device = setup.protocol, setup.store, setup.fit, accelerator.device
-    backbone = store.backbone()
     num_classes = store.num_classes or int(setup.labels.max()) + 1
-    heads = LinearHeads(backbone.feature_dim, num_classes, setup.specs, setup.seed).to(device)
+    dim = store.encoder.backbone.feature_dim  # not store.backbone(): cached heads need no pass
+    heads = LinearHeads(dim, num_classes, setup.specs, setup.seed).to(device)
     optimizer = _optimizer(heads, protocol)
     if protocol.features == "cached":
         train = store.features("train")
@@ -233,7 +233,8 @@ def _build_trainer(
         workers, forward = 0, _head_forward(heads, device)
     else:
         dataset, workers = Subset(store.train_set, fit.tolist()), setup.num_workers
-        forward = _image_forward(heads, backbone, protocol, store.encoder.image_size, device)
+        size = store.encoder.image_size
+        forward = _image_forward(heads, store.backbone(), protocol, size, device)
     per_epoch = len(fit) // protocol.batch_size
     if per_epoch == 0:
         raise ConfigError(
