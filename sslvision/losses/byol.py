@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sslvision.nn.precision import at_least_float32
+
 
 def normalized_mse(prediction: Tensor, target: Tensor) -> Tensor:
     """Mean over rows of the squared distance between the unit-normalised rows (2 - 2 cosine).
@@ -31,8 +33,8 @@ def normalized_mse(prediction: Tensor, target: Tensor) -> Tensor:
             f"BYOL needs prediction and target of equal shape, got {prediction.shape} and "
             f"{target.shape}"
         )
-    p = F.normalize(prediction.float(), dim=-1)
-    z = F.normalize(target.detach().float(), dim=-1)
+    p = F.normalize(at_least_float32(prediction), dim=-1)
+    z = F.normalize(at_least_float32(target.detach()), dim=-1)
     # The squared distance itself rather than 2 - 2 cos: exact 0 for equal directions.
     return (p - z).pow(2).sum(dim=-1).mean()
 

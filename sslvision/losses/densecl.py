@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sslvision.losses.infonce import info_nce
+from sslvision.nn.precision import at_least_float32
 
 
 @torch.no_grad()
@@ -38,8 +39,8 @@ def match_cells(query_features: Tensor, key_features: Tensor) -> Tensor:
             f"DenseCL matches feature maps of the same batch and channels, got "
             f"{tuple(query_features.shape)} and {tuple(key_features.shape)}"
         )
-    q = F.normalize(query_features.flatten(2).float(), dim=1)
-    k = F.normalize(key_features.flatten(2).float(), dim=1)
+    q = F.normalize(at_least_float32(query_features.flatten(2)), dim=1)
+    k = F.normalize(at_least_float32(key_features.flatten(2)), dim=1)
     return torch.bmm(q.transpose(1, 2), k).argmax(dim=2)
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslvision.nn.distributed import gather_no_grad, rank
+from sslvision.nn.precision import at_least_float32
 
 
 def info_nce(query: Tensor, key: Tensor, negatives: Tensor, temperature: float) -> Tensor:
@@ -43,10 +44,10 @@ def info_nce(query: Tensor, key: Tensor, negatives: Tensor, temperature: float) 
         raise ValueError(
             f"InfoNCE needs negatives of shape (K, {query.shape[1]}), got {negatives.shape}"
         )
-    q = F.normalize(query.float(), dim=1)
-    k = F.normalize(key.detach().float(), dim=1)
+    q = F.normalize(at_least_float32(query), dim=1)
+    k = F.normalize(at_least_float32(key.detach()), dim=1)
     positive = (q * k).sum(dim=1, keepdim=True)  # (N, 1)
-    negative = q @ negatives.detach().float().T  # (N, K)
+    negative = q @ at_least_float32(negatives.detach()).T  # (N, K)
     logits = torch.cat([positive, negative], dim=1) / temperature
     target = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
     return F.cross_entropy(logits, target)
@@ -69,8 +70,8 @@ def batch_info_nce(query: Tensor, key: Tensor, temperature: float) -> Tensor:
             f"InfoNCE needs query and key of equal shape, got {query.shape} and {key.shape}"
         )
     n = query.shape[0]
-    q = F.normalize(query.float(), dim=1)
-    all_keys = gather_no_grad(F.normalize(key.detach().float(), dim=1))
+    q = F.normalize(at_least_float32(query), dim=1)
+    all_keys = gather_no_grad(F.normalize(at_least_float32(key.detach()), dim=1))
     logits = q @ all_keys.T / temperature  # (n, n * world_size)
     target = torch.arange(n, device=query.device) + rank() * n
     return F.cross_entropy(logits, target)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslvision.nn.distributed import gather_with_grad, rank
+from sslvision.nn.precision import at_least_float32
 
 
 @dataclass
@@ -43,7 +44,7 @@ def two_view_logits(z_a: Tensor, z_b: Tensor, temperature: float, loss: str) -> 
     if z_a.shape != z_b.shape:
         raise ValueError(f"{loss} needs two views of equal shape, got {z_a.shape} and {z_b.shape}")
     n = z_a.shape[0]
-    z_local = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
+    z_local = F.normalize(at_least_float32(torch.cat([z_a, z_b])), dim=1)
     all_a = gather_with_grad(z_local[:n])
     all_b = gather_with_grad(z_local[n:])
     total = all_a.shape[0]

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sslvision.nn.precision import at_least_float32
+
 
 def pixpro_loss(propagated: Tensor, target: Tensor, positive: Tensor) -> Tensor:
     """Minus the mean cosine between ``propagated`` cells and their positive ``target`` cells.
@@ -40,8 +42,8 @@ def pixpro_loss(propagated: Tensor, target: Tensor, positive: Tensor) -> Tensor:
             f"positive mask (N, S_a, S_b); got {tuple(propagated.shape)}, {tuple(target.shape)} "
             f"and {tuple(positive.shape)}"
         )
-    y = F.normalize(propagated.flatten(2).float(), dim=1)  # (N, C, S_a)
-    x = F.normalize(target.detach().flatten(2).float(), dim=1)  # (N, C, S_b)
+    y = F.normalize(at_least_float32(propagated.flatten(2)), dim=1)  # (N, C, S_a)
+    x = F.normalize(at_least_float32(target.detach().flatten(2)), dim=1)  # (N, C, S_b)
     cosine = torch.bmm(y.transpose(1, 2), x)  # (N, S_a, S_b)
     mask = positive.to(cosine.dtype)
     # clamp: an image without positive pairs contributes 0 / 1 = 0.

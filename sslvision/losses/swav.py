@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslvision.nn.distributed import is_distributed
+from sslvision.nn.precision import at_least_float32
 
 
 def _all_reduce(x: Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> Tensor:
@@ -101,10 +102,6 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -
         return q.T.to(torch.float32, memory_format=torch.contiguous_format)
 
 
-def _at_least_float32(x: Tensor) -> Tensor:
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
 def swapped_prediction_loss(
     scores: Sequence[Tensor], codes: Sequence[Tensor], temperature: float = 0.1
 ) -> Tensor:
@@ -140,7 +137,7 @@ def swapped_prediction_loss(
                     f"{name}[{index}] has shape {tuple(tensor.shape)}, expected the shape "
                     f"{tuple(shape)} of scores[0] (B, K)"
                 )
-    log_probs = [F.log_softmax(_at_least_float32(s) / temperature, dim=1) for s in scores]
+    log_probs = [F.log_softmax(at_least_float32(s) / temperature, dim=1) for s in scores]
     loss = log_probs[0].new_zeros(())
     for i, code in enumerate(codes):
         target = code.detach()

@@ -29,6 +29,7 @@ from sslvision.methods.mocov2 import MoCoV2, MoCoV2Config
 from sslvision.methods.registry import register_method
 from sslvision.nn.correspondence import feature_grid
 from sslvision.nn.heads import ConvHead
+from sslvision.nn.precision import at_least_float32
 from sslvision.nn.queue import FeatureQueue
 from sslvision.nn.shuffle_bn import shuffled_forward
 
@@ -93,7 +94,7 @@ class DenseCL(MoCoV2):
             dense = teacher["dense_head"](features)
             shapes.update(dense=dense.shape[1:], features=features.shape[1:])
             parts = (global_keys, dense.flatten(1), features.flatten(1))
-            return torch.cat([p.float() for p in parts], dim=1)
+            return torch.cat([at_least_float32(p) for p in parts], dim=1)
 
         if self.cfg.key_bn == "shuffle":
             packed = shuffled_forward(encode, images, self.cfg.shuffle_splits)

@@ -26,6 +26,7 @@ from sslvision.methods.momentum import MomentumConfig, MomentumMethod
 from sslvision.methods.registry import register_method
 from sslvision.nn.distributed import is_distributed
 from sslvision.nn.heads import MLPHead
+from sslvision.nn.precision import at_least_float32
 from sslvision.nn.queue import FeatureQueue
 from sslvision.nn.shuffle_bn import shuffled_forward
 
@@ -93,7 +94,7 @@ class MoCoV2(MomentumMethod):
                 keys = shuffled_forward(self.momentum_encoder, images, self.cfg.shuffle_splits)
             else:
                 keys = self.momentum_encoder(images)
-            return F.normalize(keys.float(), dim=1)
+            return F.normalize(at_least_float32(keys), dim=1)
 
     def training_step(self, views: Views) -> dict[str, Tensor]:
         cfg = self.cfg
