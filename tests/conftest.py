@@ -82,7 +82,7 @@ def run_distributed(worker: Callable[..., None], *args: object, world_size: int 
         )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def distributed_run() -> Callable[..., None]:
     """:func:`run_distributed`, handed to tests as a fixture (conftest is not importable)."""
     return run_distributed
