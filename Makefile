@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_CSV := results/demo.csv
 
-.PHONY: setup demo test test-real lint bench clean
+.PHONY: setup demo test test-real test-slurm lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,10 +26,15 @@ demo: setup
 	$(BIN)/sslvision report $(DEMO_CSV) --evaluator knn
 
 test: setup
-	$(BIN)/python -m pytest -m "not real" -q
+	$(BIN)/python -m pytest -m "not real and not slurm" -q
 
 test-real: setup
 	$(BIN)/python -m pytest -m real -q
+
+# A local SLURM cluster from Debian's packages; without them the tests skip with a message.
+test-slurm: setup
+	$(BIN)/python tests/slurm/local_cluster.py install || echo "SLURM packages not installed"
+	$(BIN)/python -m pytest -m slurm -q
 
 lint: setup
 	$(BIN)/ruff check .

@@ -211,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", nargs="+", default=["loss"], help="e.g. loss knn_top1 lr")
     p.add_argument("--out", default="curves.png", help="the PNG to write")
     p.set_defaults(func=_curves)
+
+    from sslvision.launch.commands import add_commands  # submit, jobs
+
+    add_commands(commands, HELP_FORMAT)
     return parser
 
 

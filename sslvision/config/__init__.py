@@ -19,6 +19,7 @@ import operator
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,6 +371,8 @@ def config_yaml(config: Config) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
-def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).write_text(config_yaml(config))
+def save_config(config: Config, path: str | Path, notes: Sequence[str] = ()) -> None:
+    """Write the resolved config as YAML, after ``notes`` as comment lines (what the run
+    derived from it, such as the global batch)."""
+    header = "".join(f"# {note}\n" for note in notes)
+    Path(path).write_text(header + config_yaml(config))

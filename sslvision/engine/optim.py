@@ -7,12 +7,13 @@ Each optimiser is a factory registered in :data:`sslvision.registry.OPTIMIZERS`,
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from timm.optim import Lars
 from torch import nn
 
-from sslvision.config import LR_SCALINGS, OptimConfig
+from sslvision.config import LR_SCALINGS, Config, OptimConfig
 from sslvision.errors import ConfigError
 from sslvision.registry import OPTIMIZERS
 
@@ -28,6 +29,23 @@ def scaled_lr(cfg: OptimConfig, global_batch: int) -> float:
     raise ConfigError(
         f"unknown optim.lr_scaling '{cfg.lr_scaling}'. Valid choices: {', '.join(LR_SCALINGS)}."
     )
+
+
+def scaling_record(cfg: Config, world_size: int) -> dict[str, Any]:
+    """How a run's batch and peak learning rate follow from its config and process count: the
+    numbers that a resolved config alone does not show (the checkpoint and ``config.yaml`` keep
+    them)."""
+    tc = cfg.train
+    global_batch = tc.batch_size * world_size * tc.grad_accum_steps
+    return {
+        "world_size": world_size,
+        "batch_per_process": tc.batch_size,
+        "grad_accum_steps": tc.grad_accum_steps,
+        "global_batch": global_batch,
+        "base_lr": cfg.optim.base_lr,
+        "lr_scaling": cfg.optim.lr_scaling,
+        "peak_lr": scaled_lr(cfg.optim, global_batch),
+    }
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:

@@ -41,7 +41,7 @@ from sslvision.engine.callbacks.knn_monitor import check_monitor_config
 from sslvision.engine.callbacks.online_probe import ONLINE_LINEAR_TOP1, check_online_linear_config
 from sslvision.engine.checkpoint import load_checkpoint
 from sslvision.engine.loop import Callback, Forward, LoopLength, Trainer
-from sslvision.engine.optim import build_optimizer
+from sslvision.engine.optim import build_optimizer, scaling_record
 from sslvision.engine.resume import check_resumable, resume_path
 from sslvision.engine.run_dir import claim_run_dir
 from sslvision.engine.schedule import build_scheduler
@@ -117,8 +117,8 @@ def train(
 
     ``resume``: None for a fresh run, ``auto`` or a checkpoint path to continue one. A fresh run
     into a directory that holds a checkpoint stops unless ``overwrite``. ``callbacks`` run after
-    the run's own ones at every hook. A SIGTERM or SIGUSR1 stops the run at the next step with
-    a checkpoint and ``status`` ``"preempted"``.
+    the run's own ones at every hook. A SIGTERM, SIGUSR1 or SIGUSR2 stops the run at the next
+    step with a checkpoint and ``status`` ``"preempted"``.
     """
     # accelerate keeps one precision per process; forget the previous run's so that runs with
     # different train.precision can follow each other (notebooks, benchmarks). The process group
@@ -141,7 +141,10 @@ def train(
         if start_from is not None:
             _resume(trainer, cfg, start_from)
         if accelerator.is_main_process:
-            save_config(cfg, cfg.run_dir / "config.yaml")
+            scaling = scaling_record(cfg, accelerator.num_processes)
+            notes = [f"{key}: {value}" for key, value in scaling.items()]
+            save_config(cfg, cfg.run_dir / "config.yaml", ["derived at launch:", *notes])
+            print(f"{cfg.name}: {', '.join(notes)}")
         result = trainer.fit()
     step, history = result.state.step, result.state.history
     return TrainResult(cfg.run_dir, checkpointer.last_path, step, history, result.status)
@@ -190,7 +193,7 @@ def _build_trainer(
         cfg.run_dir / "checkpoints",
         save_every_steps=cfg.checkpoint.save_every_steps,
         keep_every_epochs=cfg.checkpoint.keep_every_epochs,
-        extra_state=lambda: _extra_state(cfg, callbacks),  # the callbacks built below
+        extra_state=lambda: _extra_state(cfg, callbacks, world),  # the callbacks built below
     )
     method = accelerator.unwrap_model(model)
     callbacks = [*_callbacks(cfg, accelerator, method, checkpointer, loader.dataset), *extra]
@@ -321,11 +324,13 @@ def _online_probe(
     return OnlineLinearProbe(method, num_classes, lr, cadences, accelerator.device)
 
 
-def _extra_state(cfg: Config, callbacks: Sequence[Callback]) -> dict[str, Any]:
-    """What a pretraining checkpoint holds besides the loop's state: the resolved config, and
-    the online linear probe's head and optimiser when it runs."""
+def _extra_state(cfg: Config, callbacks: Sequence[Callback], world_size: int) -> dict[str, Any]:
+    """What a pretraining checkpoint holds besides the loop's state: the resolved config, the
+    batch and learning rate it implies on ``world_size`` processes, and the online linear
+    probe's head and optimiser when it runs."""
     probes = {c.state_key: c.state_dict() for c in callbacks if isinstance(c, OnlineLinearProbe)}
-    return {"config": to_dict(cfg), **probes}
+    scaling = scaling_record(cfg, world_size)
+    return {"config": to_dict(cfg), "scaling": scaling, **probes}
 
 
 def _resume(trainer: Trainer, cfg: Config, path: Path) -> None:

@@ -22,7 +22,9 @@ from sslvision.engine.loop import Callback, Trainer
 from sslvision.nn.distributed import is_distributed
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL (sysexits.h): stopped cleanly, resume to continue
-DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # SLURM's preemption and --signal defaults
+# SIGTERM: SLURM's preemption and kill; SIGUSR1: a common ``--signal``; SIGUSR2: submitit's
+# ``--signal=USR2@90`` before the time limit (sslvision.launch hands it on to submitit's requeue).
+DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Preemption(Callback):
