@@ -71,17 +71,18 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
 
 
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2])  # USR2: SLURM's warning
 def test_a_signal_mid_epoch_checkpoints_at_the_next_step_and_resume_is_bitwise(
-    tmp_path: Path,
+    tmp_path: Path, signum: signal.Signals
 ) -> None:
     straight = train(config_from_dict(tiny_recipe(tmp_path / "straight")))
     recipe = tiny_recipe(tmp_path / "stopped")
-    handler_before = signal.getsignal(signal.SIGUSR1)
+    handler_before = signal.getsignal(signum)
 
-    stopped = train(config_from_dict(recipe), callbacks=[SignalAt(3)])
+    stopped = train(config_from_dict(recipe), callbacks=[SignalAt(3, signum)])
     assert stopped.status == "preempted"
     assert stopped.step == 4  # the step in flight when the signal came finished, then it stopped
-    assert signal.getsignal(signal.SIGUSR1) is handler_before
+    assert signal.getsignal(signum) is handler_before
     saved = load_checkpoint(stopped.checkpoint)
     assert (saved["step"], saved["epoch"], saved["batch_in_epoch"]) == (4, 0, 4)  # mid-epoch
     assert saved["metrics"][-1]["step"] == 4  # the loss since the last row is not lost

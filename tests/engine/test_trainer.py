@@ -77,6 +77,10 @@ def test_train_writes_run_directory(tmp_path: Path) -> None:
     assert result.step == 12
     assert (run / "config.yaml").is_file()
     assert yaml.safe_load((run / "config.yaml").read_text())["augment"]["views"][0]["count"] == 2
+    notes = (run / "config.yaml").read_text()  # what the run derived: its header comments
+    assert "# world_size: 1\n" in notes and "# global_batch: 16\n" in notes
+    assert f"# peak_lr: {0.3 * 16 / 256}\n" in notes  # base_lr x global batch / 256
+    assert load_checkpoint(result.checkpoint)["scaling"]["peak_lr"] == 0.3 * 16 / 256
     header, *rows = (run / "metrics.csv").read_text().splitlines()
     assert header == "step,epoch,loss,lr,images_per_s"
     assert len(rows) == 6
