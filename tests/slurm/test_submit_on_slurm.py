@@ -142,12 +142,14 @@ def test_preempted_and_timed_out_runs_requeue_and_finish_bitwise_equal(
             assert all(torch.equal(model[key], straight[key]) for key in straight), job["name"]
 
 
-def test_a_sweep_and_its_knn_evaluations_complete(slurm_cluster, tmp_path: Path) -> None:
+def test_a_two_rank_sweep_and_its_knn_evaluations_complete(slurm_cluster, tmp_path: Path) -> None:
     folder, started = tmp_path / "jobs", time.monotonic()
     jobs = _submit(
         slurm_cluster,
         folder,
         f"output_dir={tmp_path}",
+        "--tasks-per-node",
+        "2",  # two ranks a run: rank, world size and rendezvous from SLURM's job environment
         "--sweep",
         "optim.base_lr=0.3,0.6",
         "--then",
@@ -164,6 +166,8 @@ def test_a_sweep_and_its_knn_evaluations_complete(slurm_cluster, tmp_path: Path)
     }
     timeline = _follow(slurm_cluster, {job["job_id"]: job for job in jobs}, set(), started)
     assert all("completed" in events for events in timeline.values()), timeline
+    for job in jobs[:2]:  # both ranks trained the run: the checkpoint holds two RNG states
+        assert len(load_checkpoint(Path(job["run_dir"]) / "checkpoints" / "last.pt")["rng"]) == 2
     results = pd.read_csv(folder / "results.csv")
     assert sorted(results["label"]) == [
         "simclr-demo-base_lr0.3 (knn)",
