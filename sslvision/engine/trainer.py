@@ -144,7 +144,6 @@ def train(
             scaling = scaling_record(cfg, accelerator.num_processes)
             notes = [f"{key}: {value}" for key, value in scaling.items()]
             save_config(cfg, cfg.run_dir / "config.yaml", ["derived at launch:", *notes])
-            print(f"{cfg.name}: {', '.join(notes)}")
         result = trainer.fit()
     step, history = result.state.step, result.state.history
     return TrainResult(cfg.run_dir, checkpointer.last_path, step, history, result.status)
