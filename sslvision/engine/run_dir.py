@@ -24,13 +24,19 @@ RUN_OUTPUTS = ("checkpoints", "metrics.csv", "tensorboard", "config.yaml")
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process. A zombie is not: a run killed with its launcher
+    stays one until its new parent reaps it (seconds, where init is slow), and holds nothing."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, owned by another user
         return True
-    return True
+    try:  # Linux: the state is the first field after the parenthesised command name
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc (macOS), or it exited this instant
+        return True
+    return state != "Z"
 
 
 def _read_lock(path: Path) -> dict:

@@ -17,11 +17,11 @@ view-1 keys]), and a per-process queue holds half the rows on each rank, so queu
 as sets of rows (the queue length is a multiple of the keys a step enqueues, so no key's survival
 depends on that order).
 
-Precision: float64. This small ResNet at 32 px (layer 4 at 1x1, BatchNorm over 8 rows) is
-chaotic: a 1e-6 relative change of the weights moves its gradients by 5% within a step
-(measured), so float32 rounding alone would separate the two sides after one step. In float64
-the largest gap, relative to a tensor's largest magnitude, measured 1.4e-12 for the gradients of
-step 3 and 1.6e-13 for the weights after it; the test allows 1e-9. A wrong gather, a missing
+Precision: float64. A ResNet-18 on small images with BatchNorm over 8 rows is chaotic: at 32 px
+a 1e-6 relative change of the weights moved its gradients by 5% within a step (measured), so
+float32 rounding alone would separate the two sides after one step. In float64, at 16 px, the
+largest gap relative to a tensor's largest magnitude measured 3.4e-12 for the gradients of step 3
+and 5.0e-13 for the weights after it; the test allows 1e-9. A wrong gather, a missing
 all-reduce, a queue fed from one rank or a Sinkhorn over one rank's scores gives gaps of order 1.
 """
 
@@ -46,8 +46,13 @@ from sslvision.methods.base import Method, Progress
 from sslvision.methods.registry import build_method
 
 REPO = Path(__file__).resolve().parents[2]
-PER_PROCESS, WORLD, STEPS, IMAGE = 4, 2, 3, 32
-SMALL = ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "train.batch_size=4"]
+PER_PROCESS, WORLD, STEPS, IMAGE = 4, 2, 3, 16
+SMALL = [
+    "method.proj_hidden_dim=32",
+    "method.proj_output_dim=16",
+    "train.batch_size=4",
+    "augment.size=16",
+]
 METHODS = {
     "simclr": SMALL,
     "mocov2": [*SMALL, "method.queue_length=16", "method.shuffle_splits=2"],
@@ -58,6 +63,8 @@ METHODS = {
         "method.freeze_prototypes_steps=1",
         "method.queue_start_epoch=0",
         "method.queue_length=8",  # per process: full after 2 steps, in the Sinkhorn of step 3
+        "augment.views.0.size=16",
+        "augment.views.1.size=8",
     ],
     "densecl": [*SMALL, "method.queue_length=16", "method.shuffle_splits=2"],
 }

@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -327,6 +328,26 @@ def test_a_second_run_into_a_locked_directory_is_refused(tmp_path: Path) -> None
     # Its owner is gone: the lock is stale, the run takes it and releases it at the end.
     assert train(config_from_dict(tiny_recipe(tmp_path, max_steps=1))).step == 1
     assert not (run_dir / ".lock").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux's /proc")
+def test_a_lock_whose_owner_is_a_zombie_is_stale(tmp_path: Path) -> None:
+    """A run killed with its launcher is a zombie until its new parent reaps it; its lock is
+    taken over rather than refusing the resume."""
+    run_dir = tmp_path / "tiny"
+    run_dir.mkdir()
+    owner = subprocess.Popen([sys.executable, "-c", "pass"])  # exits; not reaped: a zombie
+    try:
+        stat = Path(f"/proc/{owner.pid}/stat")
+        deadline = time.monotonic() + 30
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.05)
+        lock = {"pid": owner.pid, "host": socket.gethostname(), "since": 0}
+        (run_dir / ".lock").write_text(json.dumps(lock))
+        assert train(config_from_dict(tiny_recipe(tmp_path, max_steps=1))).step == 1
+    finally:
+        owner.wait()
 
 
 def test_temp_files_of_killed_saves_are_removed_at_the_next_start(tmp_path: Path) -> None:
