@@ -13,7 +13,7 @@ import time
 import types
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
 
@@ -115,12 +115,33 @@ def kill_mid_epoch(run: subprocess.Popen, checkpoint: Path, after_step: int) -> 
             break
         assert run.poll() is None, run.stderr.read()[-4000:]
         time.sleep(0.05)
+    workers = _descendants(run.pid)  # a launcher's workers: on some machines they outlive it
     if os.getpgid(run.pid) == run.pid:  # a launcher started in its own session, with its workers
         os.killpg(run.pid, signal.SIGKILL)
     else:
         run.send_signal(signal.SIGKILL)
+    for pid in workers:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     run.wait()
     return _checkpoint_position(checkpoint)[0]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from Linux's /proc (none elsewhere)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in parents.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
 
 
 @pytest.fixture
