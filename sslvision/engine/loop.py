@@ -80,6 +80,14 @@ class Callback:
     def on_train_end(self, trainer: Trainer) -> None:
         """When the loop ends, normally or by an exception."""
 
+    def loop_state(self) -> dict[str, Any]:
+        """This process's state that a checkpoint must keep for resume to continue exactly
+        (e.g. the loss summed since the last logged row); nothing by default."""
+        return {}
+
+    def load_loop_state(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`loop_state` returned, before ``on_train_start``."""
+
 
 class Stopwatch:
     """Seconds of training since the last :meth:`restart`, leaving out :meth:`paused` spans
@@ -233,6 +241,7 @@ class Trainer:
             "epoch": epoch,
             "batch_in_epoch": batch,
             "metrics": list(self.state.history),
+            "callbacks": gather_from_every_process([c.loop_state() for c in self.callbacks]),
         }
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
@@ -258,3 +267,7 @@ class Trainer:
         )
         resume_schedule(self.scheduler, self.state.step)
         self._restore_rng = checkpoint["rng"][rank]
+        saved = checkpoint.get("callbacks", [])
+        if rank < len(saved) and len(saved[rank]) == len(self.callbacks):
+            for callback, state in zip(self.callbacks, saved[rank], strict=True):
+                callback.load_loop_state(state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -37,12 +38,25 @@ class MetricsCallback(Callback):
         self.writer: MetricsLogger | None = None
         self.loss_sum: Tensor | None = None
         self.batches = 0
+        self._restored_sum = 0.0
+
+    def loop_state(self) -> dict[str, Any]:
+        """The loss summed since the last row: a checkpoint between two rows keeps it."""
+        summed = self.loss_sum.detach().cpu() if self.loss_sum is not None else torch.zeros(())
+        return {"loss_sum": summed, "batches": self.batches}
+
+    def load_loop_state(self, state: dict[str, Any]) -> None:
+        if state:
+            self._restored_sum, self.batches = state["loss_sum"], int(state["batches"])
 
     def on_train_start(self, trainer: Trainer) -> None:
         if self.run_dir is not None:
             state = trainer.state
             self.writer = MetricsLogger(self.run_dir, state.history, state.step, self.columns)
-        self.loss_sum = torch.zeros((), device=trainer.accelerator.device)
+        device = trainer.accelerator.device
+        self.loss_sum = torch.zeros((), device=device) + torch.as_tensor(self._restored_sum).to(
+            device
+        )
         trainer.clock.restart()
 
     def on_batch_end(self, trainer: Trainer, outputs: dict[str, Tensor]) -> None:
