@@ -171,8 +171,8 @@ def _build_trainer(
     # ImageNet), so a wrong method setting costs seconds.
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     method = build_method(cfg).to(memory_format=memory_format)
-    global_batch = tc.batch_size * world * tc.grad_accum_steps
-    optimizer = build_optimizer(method, cfg.optim, global_batch)
+    scaling = scaling_record(cfg, world)
+    optimizer = build_optimizer(method, cfg.optim, scaling["global_batch"])
     sampler, loader = _data(cfg, rank, world, pin=accelerator.device.type == "cuda")
     length = _length(cfg, sampler, world)
     per_epoch = length.micro_per_epoch // tc.grad_accum_steps
@@ -192,7 +192,7 @@ def _build_trainer(
         cfg.run_dir / "checkpoints",
         save_every_steps=cfg.checkpoint.save_every_steps,
         keep_every_epochs=cfg.checkpoint.keep_every_epochs,
-        extra_state=lambda: _extra_state(cfg, callbacks, world),  # the callbacks built below
+        extra_state=lambda: _extra_state(cfg, callbacks, scaling),  # the callbacks built below
     )
     method = accelerator.unwrap_model(model)
     callbacks = [*_callbacks(cfg, accelerator, method, checkpointer, loader.dataset), *extra]
@@ -323,12 +323,13 @@ def _online_probe(
     return OnlineLinearProbe(method, num_classes, lr, cadences, accelerator.device)
 
 
-def _extra_state(cfg: Config, callbacks: Sequence[Callback], world_size: int) -> dict[str, Any]:
+def _extra_state(
+    cfg: Config, callbacks: Sequence[Callback], scaling: dict[str, Any]
+) -> dict[str, Any]:
     """What a pretraining checkpoint holds besides the loop's state: the resolved config, the
-    batch and learning rate it implies on ``world_size`` processes, and the online linear
-    probe's head and optimiser when it runs."""
+    batch and learning rate it implies (``scaling_record``), and the online linear probe's head
+    and optimiser when it runs."""
     probes = {c.state_key: c.state_dict() for c in callbacks if isinstance(c, OnlineLinearProbe)}
-    scaling = scaling_record(cfg, world_size)
     return {"config": to_dict(cfg), "scaling": scaling, **probes}
 
 

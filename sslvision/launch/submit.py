@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,17 +148,11 @@ def _submit_evaluations(
     then: EvalPlan, run_dir: Path, after: str, folder: Path, options: SlurmOptions
 ) -> list[Submitted]:
     """One single-task job per evaluator, started only once the pretraining job succeeded."""
-    single = SlurmOptions(
+    single = replace(
+        options,
         nodes=1,
         gpus_per_node=min(options.gpus_per_node, 1),
         tasks_per_node=1,
-        partition=options.partition,
-        time_min=options.time_min,
-        account=options.account,
-        qos=options.qos,
-        constraint=options.constraint,
-        mem_per_gpu=options.mem_per_gpu,
-        cpus_per_task=options.cpus_per_task,
         job_name=f"{options.job_name}-eval",
     )
     executor = make_executor(folder, single.executor_parameters(dependency=f"afterok:{after}"))

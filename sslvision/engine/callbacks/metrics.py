@@ -53,10 +53,7 @@ class MetricsCallback(Callback):
         if self.run_dir is not None:
             state = trainer.state
             self.writer = MetricsLogger(self.run_dir, state.history, state.step, self.columns)
-        device = trainer.accelerator.device
-        self.loss_sum = torch.zeros((), device=device) + torch.as_tensor(self._restored_sum).to(
-            device
-        )
+        self.loss_sum = torch.tensor(float(self._restored_sum), device=trainer.accelerator.device)
         trainer.clock.restart()
 
     def on_batch_end(self, trainer: Trainer, outputs: dict[str, Tensor]) -> None:
