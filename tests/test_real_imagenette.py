@@ -63,6 +63,13 @@ def checkpoints() -> dict[str, Path]:
     return {}
 
 
+@pytest.fixture(scope="module")
+def pretraining_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The methods' run directories: kept for the module, as later tests read the checkpoints
+    (a passing test's own ``tmp_path`` is removed when it ends)."""
+    return tmp_path_factory.mktemp("pretraining_runs")
+
+
 def _knn_top1(encoder: str, label: str, cache: Path, table: bool = True, **extra: object) -> float:
     """kNN top-1 (k=20), appended to the results; with ``SSLVISION_REAL_TABLE=1`` and ``table``
     the feature evaluators' rows too."""
@@ -147,10 +154,11 @@ def test_pretraining_beats_its_zero_lr_control(
     controls: dict,
     checkpoints: dict,
     feature_cache: Path,
+    pretraining_runs: Path,
     load_benchmark,
     tmp_path: Path,
 ) -> None:
-    run = tmp_path / "run"
+    run = pretraining_runs / method
     cfg, pretrained, margin, checkpoints[method] = _pretrain_and_score(
         method, run, load_benchmark, feature_cache
     )
@@ -169,13 +177,13 @@ def test_pretraining_beats_its_zero_lr_control(
 
 
 def test_simclr_beats_the_fair_random_baseline_under_linear_and_logreg(
-    checkpoints: dict, feature_cache: Path, load_benchmark, tmp_path: Path
+    checkpoints: dict, feature_cache: Path, pretraining_runs: Path, load_benchmark
 ) -> None:
     """The fast linear protocol and logistic regression, both selected on held-out train, on
     the features kNN cached (SimCLR's checkpoint of the test above, or a new one)."""
     if "simclr" not in checkpoints:
         *_, checkpoints["simclr"] = _pretrain_and_score(
-            "simclr", tmp_path / "run", load_benchmark, feature_cache
+            "simclr", pretraining_runs / "simclr", load_benchmark, feature_cache
         )
     margin = load_benchmark("short_budget").MARGIN
     label = "simclr (fast linear and log-reg)"

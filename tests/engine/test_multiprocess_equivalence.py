@@ -17,12 +17,15 @@ view-1 keys]), and a per-process queue holds half the rows on each rank, so queu
 as sets of rows (the queue length is a multiple of the keys a step enqueues, so no key's survival
 depends on that order).
 
-Precision: float64. A ResNet-18 on small images with BatchNorm over 8 rows is chaotic: at 32 px
-a 1e-6 relative change of the weights moved its gradients by 5% within a step (measured), so
-float32 rounding alone would separate the two sides after one step. In float64, at 16 px, the
-largest gap relative to a tensor's largest magnitude measured 3.4e-12 for the gradients of step 3
-and 5.0e-13 for the weights after it; the test allows 1e-9. A wrong gather, a missing
-all-reduce, a queue fed from one rank or a Sinkhorn over one rank's scores gives gaps of order 1.
+Precision: float64. A ResNet with BatchNorm over 8 rows of small images is chaotic: for a
+ResNet-18 at 32 px a 1e-6 relative change of the weights moved its gradients by 5% within a step
+(measured), so float32 rounding alone would separate the two sides after one step. The backbone
+is timm's 0.4M-parameter ``test_resnet`` (every step's float64 gradients of a ResNet-18 made
+4 GB of files). In float64, at 16 px, the largest gap relative to a tensor's largest magnitude
+measured 9.8e-14 for the gradients and 4.6e-14 for the weights and queues after step 3; the test
+allows 1e-9. BatchNorm over the whole batch instead of each process's rows gave gaps of 1.7 to
+4.4 (measured), and a gather that kept only the local rows stopped the run; a missing all-reduce,
+a queue fed from one rank or a Sinkhorn over one rank's scores gives gaps of order 1.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from sslvision.methods.registry import build_method
 REPO = Path(__file__).resolve().parents[2]
 PER_PROCESS, WORLD, STEPS, IMAGE = 4, 2, 3, 16
 SMALL = [
+    "model.backbone=timm:test_resnet",  # timm's 0.4M-parameter ResNet: BatchNorm, 30x fewer weights
     "method.proj_hidden_dim=32",
     "method.proj_output_dim=16",
     "train.batch_size=4",
@@ -180,6 +184,13 @@ def _train_on_rank(rank: int, world: int, out_dir: Path) -> None:
         torch.save(_train(method, rank, world, batches), out_dir / f"{method}-rank{rank}.pt")
 
 
+def _take(path: Path) -> Any:
+    """Load ``path`` and delete it: every step's float64 gradients are the test's largest files."""
+    value = torch.load(path, weights_only=True)
+    path.unlink()
+    return value
+
+
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory: pytest.TempPathFactory, distributed_run) -> Path:
     """Every method's batches and its two-process run, in one launch of the two processes."""
@@ -194,11 +205,8 @@ def two_process_runs(tmp_path_factory: pytest.TempPathFactory, distributed_run) 
 def test_two_processes_train_as_one_with_the_global_batch(
     method: str, two_process_runs: Path
 ) -> None:
-    one = _train(method, 0, 1, torch.load(two_process_runs / f"{method}-batches.pt"))
-    ranks = [
-        torch.load(two_process_runs / f"{method}-rank{r}.pt", weights_only=True)
-        for r in range(WORLD)
-    ]
+    one = _train(method, 0, 1, _take(two_process_runs / f"{method}-batches.pt"))
+    ranks = [_take(two_process_runs / f"{method}-rank{r}.pt") for r in range(WORLD)]
     for step, gradients in enumerate(one["gradients"]):
         for rank in ranks:  # DDP's all-reduce: every rank holds the averaged gradient
             assert rank["gradients"][step].keys() == gradients.keys()
