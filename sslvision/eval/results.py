@@ -7,11 +7,13 @@ every command can print its record as one JSON line for scripts (``--json``).
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import math
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -28,22 +30,36 @@ def append_result(record: Mapping[str, Any], csv_path: str | Path) -> None:
     Columns new to the table are added, with empty cells in earlier rows; columns the record lacks
     stay empty in its row. Nested values (lists, dicts) are stored as JSON text. The table is
     rewritten through a temporary file and ``os.replace``, so a crash never leaves half a table;
-    appends from several processes at the same moment are not serialised and one may be lost.
+    appends from several processes (a sweep's evaluation jobs) take turns on a lock file beside
+    it, so none is lost.
     """
     if not record:
         raise ValueError("a result record needs at least one field")
     row = {key: _csv_cell(value) for key, value in _json_safe_mapping(record).items()}
     path = Path(csv_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pd.DataFrame([row])
-    if path.exists() and path.stat().st_size > 0:
-        table = pd.concat([read_table(path), table], ignore_index=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        table.to_csv(temporary, index=False)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with _exclusive(path.with_name(f".{path.name}.lock")):
+        table = pd.DataFrame([row])
+        if path.exists() and path.stat().st_size > 0:
+            table = pd.concat([read_table(path), table], ignore_index=True)
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            table.to_csv(temporary, index=False)
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (released by the kernel if the holder dies;
+    Linux emulates it with POSIX locks on NFS, where clusters keep their results)."""
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def read_results(csv_path: str | Path, *, evaluator: str = "") -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,30 @@ def test_append_leaves_no_temporary_files(tmp_path):
     append_result({"a": 1}, csv_path)
     append_result({"a": 2}, csv_path)
 
-    assert [path.name for path in tmp_path.iterdir()] == ["results.csv"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".results.csv.lock", "results.csv"]
     assert pd.read_csv(csv_path)["a"].tolist() == [1, 2]
+
+
+def _append_rows(csv_path: Path, process: int, rows: int) -> None:
+    for row in range(rows):
+        append_result({"process": process, "row": row}, csv_path)
+
+
+def test_appends_from_several_processes_at_once_lose_no_row(tmp_path):
+    """Four real processes append at the same time, as a sweep's evaluation jobs do."""
+    csv_path = tmp_path / "results.csv"
+    fork = multiprocessing.get_context("fork")  # the children only need what is imported here
+    processes = [fork.Process(target=_append_rows, args=(csv_path, p, 15)) for p in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+
+    table = pd.read_csv(csv_path)
+    assert sorted(zip(table["process"], table["row"], strict=True)) == [
+        (p, r) for p in range(4) for r in range(15)
+    ]
 
 
 def test_nested_values_are_stored_as_json_text(tmp_path):
