@@ -56,19 +56,25 @@ class GroupAugment(nn.Module):
         ]
         self.later_ops = nn.Sequential(*[op for op in later_ops if op is not None])
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, images: Tensor, cut_boxes: Tensor | None = None) -> tuple[Tensor, ...]:
         """``images`` (N,3,H,W) float in [0, 1] -> views (count*N,3,s,s), boxes, flip flags.
 
-        Rows are view-major: rows ``[k*N, (k+1)*N)`` are the group's view ``k``.
+        With ``cut_boxes`` (N, count, 4) the crops were cut already (from the original images,
+        :mod:`sslvision.data.original_crops`): ``images`` is (N, count, 3, s, s) and the crop is
+        skipped. Rows are view-major: rows ``[k*N, (k+1)*N)`` are the group's view ``k``.
         """
         count = self.group.count
-        x = images.repeat(count, 1, 1, 1) if count > 1 else images
-        crop_params = self.crop.forward_parameters(x.shape)
-        x = self.crop(x, params=crop_params)
-        # kornia's corners are (x, y) pixel indices, both ends inclusive, ordered tl, tr, br, bl;
-        # the exclusive far edge turns them into continuous coordinates (full image: 0, 0, W, H).
-        corners = crop_params["src"].to(device=x.device, dtype=torch.float32)
-        boxes = torch.cat([corners[:, 0], corners[:, 2] + 1], dim=1)
+        if cut_boxes is not None:
+            x = images.transpose(0, 1).flatten(0, 1)
+            boxes = cut_boxes.transpose(0, 1).flatten(0, 1).float()
+        else:
+            x = images.repeat(count, 1, 1, 1) if count > 1 else images
+            crop_params = self.crop.forward_parameters(x.shape)
+            x = self.crop(x, params=crop_params)
+            # kornia's corners are (x, y) pixel indices, both ends inclusive, ordered tl, tr, br,
+            # bl; the exclusive far edge makes them continuous coordinates (full image: 0,0,W,H).
+            corners = crop_params["src"].to(device=x.device, dtype=torch.float32)
+            boxes = torch.cat([corners[:, 0], corners[:, 2] + 1], dim=1)
 
         if self.flip is None:
             flips = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -126,29 +132,40 @@ class ViewPipeline(nn.Module):
         self.register_buffer("channel_std", torch.tensor(self.std).view(1, 3, 1, 1), False)
 
     @torch.no_grad()
-    def forward(self, images: Tensor, labels: Tensor | None = None) -> Views:
-        """Views of ``images``; ``labels`` (the dataset's, for SupCon) travel with them."""
-        shape_ok = images.ndim == 4 and images.shape[0] > 0 and images.shape[1] == 3
-        if images.dtype != torch.uint8 or not shape_ok:
-            raise ValueError(
-                "ViewPipeline expects a non-empty uint8 image batch of shape (N, 3, H, W), got "
-                f"{images.dtype} of shape {tuple(images.shape)}"
-            )
-        source = images.float().div_(255)
+    def forward(
+        self,
+        images: Tensor | Sequence[Tensor],
+        labels: Tensor | None = None,
+        boxes: Sequence[Tensor] | None = None,
+    ) -> Views:
+        """Views of ``images``; ``labels`` (the dataset's, for SupCon) travel with them.
+
+        ``images`` is a uint8 batch (N, 3, H, W) that every group crops, or, with ``boxes``, one
+        uint8 batch of crops already cut per group (N, count, 3, size, size) with their boxes
+        (N, count, 4) in source-image pixels (``data.crop=original``).
+        """
+        if boxes is None:
+            _check_uint8(images, 4, "(N, 3, H, W)")
+            source = images.float().div_(255)
+            inputs = [(source, None)] * len(self.groups)
+        else:
+            inputs = self._cut_inputs(images, boxes)
         runs: list[Tensor] = []
         counts: list[int] = []
         all_boxes: list[Tensor] = []
         all_flips: list[Tensor] = []
+        batch, device = len(inputs[0][0]), inputs[0][0].device
+        next_input = iter(inputs)
         for size, same_size in groupby(self.groups, key=lambda g: g.group.size):
             same_size = list(same_size)
-            rows = [g.group.count * len(source) for g in same_size]
+            rows = [g.group.count * batch for g in same_size]
             run = torch.empty(
-                (sum(rows), 3, size, size), device=source.device, memory_format=self.memory_format
+                (sum(rows), 3, size, size), device=device, memory_format=self.memory_format
             )
             for group, out in zip(same_size, run.split(rows), strict=True):
-                crops, boxes, flips = group(source)
+                crops, group_boxes, flips = group(*next(next_input))
                 torch.sub(crops, self.channel_mean, out=out).div_(self.channel_std)
-                all_boxes.append(boxes)
+                all_boxes.append(group_boxes)
                 all_flips.append(flips)
             runs.append(run)
             counts.append(sum(g.group.count for g in same_size))
@@ -161,9 +178,44 @@ class ViewPipeline(nn.Module):
             labels,
         )
 
+    def _cut_inputs(
+        self, crops: Sequence[Tensor], boxes: Sequence[Tensor]
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Each group's float crops in [0, 1] and boxes, checked against the group's recipe."""
+        if len(crops) != len(self.groups) or len(boxes) != len(self.groups):
+            raise ValueError(
+                f"ViewPipeline has {len(self.groups)} view groups but was given crops of "
+                f"{len(crops)} and boxes of {len(boxes)}"
+            )
+        inputs = []
+        for group, group_crops, group_boxes in zip(self.groups, crops, boxes, strict=True):
+            count, size = group.group.count, group.group.size
+            _check_uint8(group_crops, 5, f"(N, {count}, 3, {size}, {size})")
+            expected = (len(group_crops), count, 3, size, size)
+            if tuple(group_crops.shape) != expected or tuple(group_boxes.shape) != (
+                *expected[:2],
+                4,
+            ):
+                raise ValueError(
+                    f"crops of a group of {count} views at {size} px must be (N, {count}, 3, "
+                    f"{size}, {size}) with boxes (N, {count}, 4), got {tuple(group_crops.shape)} "
+                    f"and {tuple(group_boxes.shape)}"
+                )
+            inputs.append((group_crops.float().div_(255), group_boxes))
+        return inputs
+
     def extra_repr(self) -> str:
         return (
             f"views={self.global_count} global + "
             f"{sum(g.group.count for g in self.groups) - self.global_count} local, "
             f"mean={self.mean}, std={self.std}, memory_format={self.memory_format}"
+        )
+
+
+def _check_uint8(images: Tensor, ndim: int, shape: str) -> None:
+    shape_ok = images.ndim == ndim and images.shape[0] > 0 and images.shape[-3] == 3
+    if images.dtype != torch.uint8 or not shape_ok:
+        raise ValueError(
+            f"ViewPipeline expects a non-empty uint8 image batch of shape {shape}, got "
+            f"{images.dtype} of shape {tuple(images.shape)}"
         )

@@ -65,7 +65,10 @@ class DataConfig:
     dataset: str = "synthetic"  # a name in sslvision.registry.DATASETS
     path: str = ""  # folder: the split directory; cifar: the root; synthetic: unused
     split: str = "train"
-    image_size: int = 32  # every image is resized to this square load size so batches stack
+    image_size: int = 32  # squash: every image is resized to this square before its crops
+    # squash: crops from the image resized to image_size (square data: CIFAR, 64 px sets);
+    # original: each view's crop drawn on the image's own size, as the papers do (folder data)
+    crop: str = "squash"
     classes: str = ""  # a bundled class list (e.g. imagenet100) or a file of wnids; "" keeps all
     download: bool = False  # cifar only: fetch the archive when it is missing
     skip_corrupt: bool = False  # skip and count unreadable images instead of stopping
@@ -272,6 +275,7 @@ _MINIMUM: dict[str, int] = {
     "checkpoint.keep_every_epochs": 0,
 }  # the monitor section is checked by its monitors, in sslvision.engine.callbacks
 _CHOICES: dict[str, tuple[str, ...]] = {
+    "data.crop": ("squash", "original"),
     "optim.lr_scaling": LR_SCALINGS,
     "train.precision": PRECISIONS,
 }

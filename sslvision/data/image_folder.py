@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-from sslvision.data.decode import read_image_uint8
+from sslvision.data.decode import read_image_rgb, read_image_uint8
 from sslvision.errors import ConfigError, CorruptImageError, DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -51,15 +51,22 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self._read(index, lambda path: read_image_uint8(path, self.image_size))
+
+    def read_original(self, index: int) -> tuple[torch.Tensor, int]:
+        """Sample ``index`` at its own size, uint8 (3, H, W), for crops cut from the original."""
+        return self._read(index, read_image_rgb)
+
+    def _read(self, index: int, read: Callable[[str], torch.Tensor]) -> tuple[torch.Tensor, int]:
         if not self.skip_corrupt:
             path, label = self.samples[index]
-            return read_image_uint8(path, self.image_size), label
+            return read(path), label
         for offset in range(len(self.samples)):
             path, label = self.samples[(index + offset) % len(self.samples)]
             if path in self.skipped:
                 continue
             try:
-                return read_image_uint8(path, self.image_size), label
+                return read(path), label
             except CorruptImageError as error:
                 self.skipped.add(path)
                 warnings.warn(f"skipping corrupt image: {error}", stacklevel=2)

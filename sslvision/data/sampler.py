@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
 
 class ResumableSampler(Sampler[int]):
     """Yields this rank's share of epoch ``e``'s order, optionally from ``start_index`` on.
+
+    With ``seeded`` it yields ``(index, crop_seed)``: the seed a dataset draws that sample's
+    random crops from, a function of (seed, epoch, index) only, so the same whichever rank,
+    worker, batch or resume reads it.
 
     The order of epoch ``e`` depends only on ``seed + e`` (a private ``torch.Generator``), so a
     resumed run sees exactly the indices it would have seen. Like ``DistributedSampler`` the
@@ -30,6 +35,7 @@ class ResumableSampler(Sampler[int]):
         world_size: int = 1,
         shuffle: bool = True,
         drop_last: bool = True,
+        seeded: bool = False,
     ) -> None:
         if world_size < 1:
             raise ValueError(f"world_size must be at least 1, got {world_size}")
@@ -48,6 +54,7 @@ class ResumableSampler(Sampler[int]):
         self.world_size = world_size
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.seeded = seeded
         self.epoch = 0
         self.start_index = 0
 
@@ -70,7 +77,7 @@ class ResumableSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.num_samples_per_rank() - self.start_index
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int]]:
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.dataset_size, generator=generator)
@@ -80,5 +87,15 @@ class ResumableSampler(Sampler[int]):
         if total > self.dataset_size:
             repeats = -(-total // self.dataset_size)
             order = order.repeat(repeats)
-        share = order[:total][self.rank :: self.world_size]
-        return iter(share[self.start_index :].tolist())
+        share = order[:total][self.rank :: self.world_size][self.start_index :].tolist()
+        if self.seeded:
+            seeds = self.crop_seeds().tolist()
+            return iter([(index, seeds[index]) for index in share])
+        return iter(share)
+
+    def crop_seeds(self) -> torch.Tensor:
+        """Epoch ``epoch``'s crop seed of every sample, by index: one vectorised draw from a
+        generator that numpy's SeedSequence keys with (seed, epoch), apart from the order's."""
+        key = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
+        generator = torch.Generator().manual_seed(key)
+        return torch.randint(2**31 - 1, (self.dataset_size,), generator=generator)

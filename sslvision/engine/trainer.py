@@ -27,6 +27,7 @@ from sslvision.augment.recipes import RECIPES
 from sslvision.config import Config, save_config, to_dict
 from sslvision.config.views import ViewGroup
 from sslvision.data.build import build_dataset, load_class_list
+from sslvision.data.original_crops import OriginalSizeCrops
 from sslvision.data.sampler import ResumableSampler
 from sslvision.engine.callbacks import (
     Checkpointer,
@@ -173,7 +174,7 @@ def _build_trainer(
     method = build_method(cfg).to(memory_format=memory_format)
     scaling = scaling_record(cfg, world)
     optimizer = build_optimizer(method, cfg.optim, scaling["global_batch"])
-    sampler, loader = _data(cfg, rank, world, pin=accelerator.device.type == "cuda")
+    sampler, loader = training_data(cfg, rank, world, pin=accelerator.device.type == "cuda")
     length = _length(cfg, sampler, world)
     per_epoch = length.micro_per_epoch // tc.grad_accum_steps
     scheduler = build_scheduler(
@@ -212,7 +213,11 @@ def _build_trainer(
     return trainer, checkpointer
 
 
-def _data(cfg: Config, rank: int, world: int, pin: bool) -> tuple[ResumableSampler, DataLoader]:
+def training_data(
+    cfg: Config, rank: int, world: int, pin: bool
+) -> tuple[ResumableSampler, DataLoader]:
+    """The run's sampler and loader for this rank: squares of ``data.image_size``, or each
+    view's crop cut from the original (``data.crop=original``); the input benchmark reads it."""
     dataset = build_dataset(
         cfg.data.dataset,
         cfg.data.path,
@@ -224,7 +229,10 @@ def _data(cfg: Config, rank: int, world: int, pin: bool) -> tuple[ResumableSampl
         num_images=cfg.data.num_images,
         seed=cfg.seed,
     )
-    sampler = ResumableSampler(len(dataset), cfg.seed, rank, world)
+    original = cfg.data.crop == "original"
+    if original:
+        dataset = OriginalSizeCrops(dataset, cfg.augment.views, cfg.data.dataset)
+    sampler = ResumableSampler(len(dataset), cfg.seed, rank, world, seeded=original)
     return sampler, _loader(cfg, sampler, dataset, pin)
 
 
@@ -248,9 +256,18 @@ def _forward(model: torch.nn.Module, pipeline: ViewPipeline, accelerator: Accele
     (batched per run of same-size views, in the model's memory format), labels beside them."""
     device = accelerator.device
 
-    def forward(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        images, labels = batch
+    def forward(batch: Sequence[Any]) -> dict[str, torch.Tensor]:
         to_device = {"device": device, "non_blocking": True}
+        if len(batch) == 3:  # data.crop=original: each group's crops, cut on the workers
+            crops, boxes, labels = batch
+            return model(
+                pipeline(
+                    [c.to(**to_device) for c in crops],
+                    labels.to(**to_device),
+                    [b.to(**to_device) for b in boxes],
+                )
+            )
+        images, labels = batch
         return model(pipeline(images.to(**to_device), labels.to(**to_device)))
 
     return forward
