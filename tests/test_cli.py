@@ -119,7 +119,7 @@ def test_corrupt_image_names_the_file(tmp_path: Path, recipe: Path, capsys, work
     assert main(["pretrain", str(recipe), *overrides]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: cannot read image ")  # one line, not the worker's traceback
-    assert error.endswith(f"{bad}: cannot decode (Image is incomplete or truncated)")
+    assert f"{bad}: cannot decode (" in error and error.endswith(")")  # the decoder's reason
 
 
 def test_help_lists_commands(capsys) -> None:

@@ -1,28 +1,29 @@
-"""Decode one image file into a square uint8 RGB tensor on a CPU worker.
+"""Decode one image file into a uint8 RGB tensor on a CPU worker.
 
 Only integer work happens here (decode + antialiased uint8 resize); every float operation
-(crops, colour jitter, normalisation) runs later, batched, on the device.
+(crops, colour jitter, normalisation) runs later, batched, on the device. Decoding is
+TorchCodec's, which supersedes torchvision's deprecated decoders: it applies the EXIF
+orientation and turns grayscale, palette, RGBA, CMYK and 16-bit images into 8-bit RGB.
 """
 
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2.functional import resize, to_dtype
+from torchcodec.decoders import decode_image
+from torchvision.transforms.v2.functional import resize
 
 from sslvision.errors import ConfigError, CorruptImageError
 
-# torchvision's decoder handles JPEG, PNG, GIF and WebP. BMP and TIFF are valid image-folder
+# TorchCodec decodes JPEG, PNG, GIF, WebP, AVIF and HEIC. BMP and TIFF are valid image-folder
 # extensions it cannot read, so only those formats (recognised by their magic bytes) go
 # through Pillow.
 _PILLOW_ONLY_MAGIC = (b"BM", b"II*\x00", b"MM\x00*")
-# torchvision prefixes its errors with "<function>, <source file>:<line>, ".
-_TORCHVISION_ERROR_PREFIX = re.compile(r"^[^,]+, \S+:\d+, ")
+# TorchCodec prefixes its decoding errors with "<function>, <source file>:<line>, ".
+_DECODER_ERROR_PREFIX = re.compile(r"^[^,]+, \S+:\d+, ")
 
 
 def read_image_uint8(path: str | Path, size: int) -> torch.Tensor:
@@ -47,31 +48,23 @@ def read_image_rgb(path: str | Path) -> torch.Tensor:
         raise CorruptImageError(path, "no such file")
     if path.stat().st_size == 0:
         raise CorruptImageError(path, "file is empty (0 bytes)")
-    image = _decode_rgb(path)
-    if image.dtype == torch.uint16:
-        image = to_dtype(image, torch.uint8, scale=True)
-    return image
+    return _decode_rgb(path)
 
 
 def _decode_rgb(path: Path) -> torch.Tensor:
-    """Decode with torchvision, falling back to Pillow only for BMP and TIFF files."""
+    """Decode with TorchCodec, falling back to Pillow only for BMP and TIFF files."""
     try:
-        with warnings.catch_warnings():
-            # torchvision 0.29 marks its image decoders deprecated in favour of torchcodec,
-            # which is not a dependency; the decoder itself works and is the one we want.
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
-            return decode_image(str(path), mode=ImageReadMode.RGB)
-    except RuntimeError as error:
+        return decode_image(path, mode="RGB")
+    except (RuntimeError, ValueError) as error:  # ValueError: a format it does not know
         if _has_pillow_only_magic(path):
             return _decode_rgb_with_pillow(path)
-        raise CorruptImageError(path, _reason_from_torchvision(error)) from error
+        raise CorruptImageError(path, _reason_from_decoder(error)) from error
 
 
-def _reason_from_torchvision(error: RuntimeError) -> str:
-    message = _TORCHVISION_ERROR_PREFIX.sub("", str(error).splitlines()[0])
-    if message.startswith("Unsupported image file"):
-        return "not a JPEG, PNG, GIF, WebP, BMP or TIFF image"
-    return f"cannot decode ({message})"
+def _reason_from_decoder(error: Exception) -> str:
+    if isinstance(error, ValueError):
+        return "not a JPEG, PNG, GIF, WebP, AVIF, HEIC, BMP or TIFF image"
+    return f"cannot decode ({_DECODER_ERROR_PREFIX.sub('', str(error).splitlines()[0])})"
 
 
 def _has_pillow_only_magic(path: Path) -> bool:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from torchvision.io import write_jpeg, write_png
 
-from sslvision.data.decode import read_image_uint8
+from sslvision.data.decode import read_image_rgb, read_image_uint8
 from sslvision.errors import CorruptImageError
 
 # The test images are written with torchvision's (deprecated in 0.29) encoders.
@@ -74,13 +75,38 @@ def test_16_bit_png_comes_out_uint8_in_range(tmp_path: Path) -> None:
     (tmp_path / "deep.png").write_bytes(_png_bytes(rows, width=2, color_type=0, bit_depth=16))
     image = read_image_uint8(tmp_path / "deep.png", 2)
     assert image.dtype == torch.uint8
-    assert image[0].tolist() == [[0, 255], [164, 128]]
+    # scaled by 255 / 65535 and rounded: 41991 -> 163.4, 32768 -> 127.5
+    assert image[0].tolist() == [[0, 255], [163, 128]]
 
 
 def test_jpeg_is_resized_to_a_contiguous_square(tmp_path: Path) -> None:
     write_jpeg(torch.randint(0, 256, (3, 20, 12), dtype=torch.uint8), str(tmp_path / "a.jpg"))
     image = read_image_uint8(str(tmp_path / "a.jpg"), 8)
     assert image.shape == (3, 8, 8) and image.dtype == torch.uint8 and image.is_contiguous()
+
+
+def _left_quarter_white() -> Image.Image:
+    """A 10-high, 20-wide black image whose left 5 columns are white."""
+    pixels = torch.zeros(10, 20, 3, dtype=torch.uint8)
+    pixels[:, :5] = 255
+    return Image.fromarray(pixels.numpy())
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:
+    _left_quarter_white().convert("CMYK").save(tmp_path / "print.jpg", quality=100)
+    image = read_image_rgb(tmp_path / "print.jpg")
+    assert image.shape == (3, 10, 20)
+    assert image[:, :, :4].min() > 240 and image[:, :, 6:].max() < 15  # not inverted
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    """Orientation 6: the camera was turned a quarter clockwise; the viewer rotates it back."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    _left_quarter_white().save(tmp_path / "turned.jpg", exif=exif.tobytes(), quality=100)
+    image = read_image_rgb(tmp_path / "turned.jpg")
+    assert image.shape == (3, 20, 10)  # upright: 20 high, 10 wide
+    assert image[:, :4].min() > 240 and image[:, 6:].max() < 15  # the white band is on top
 
 
 def test_bmp_is_decoded(tmp_path: Path) -> None:
