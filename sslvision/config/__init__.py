@@ -128,6 +128,7 @@ class TrainConfig:
     grad_accum_steps: int = 1
     precision: str = "no"  # one of PRECISIONS
     channels_last: bool = True
+    compile: bool = False  # torch.compile the backbone (eager where a part cannot compile)
     grad_clip: float = 0.0  # max gradient norm, 0 disables
     log_every: int = 10
     deterministic: bool = False  # deterministic kernels (bitwise resume on CPU)

@@ -150,6 +150,14 @@ def train(
     return TrainResult(cfg.run_dir, checkpointer.last_path, step, history, result.status)
 
 
+def _compile_backbone(method: Method) -> None:
+    """``torch.compile`` the backbone in place: ``nn.Module.compile`` keeps the state dict's
+    keys, so checkpoints load with or without it. A part dynamo cannot compile runs eagerly
+    (``suppress_errors``) instead of stopping the run."""
+    torch._dynamo.config.suppress_errors = True
+    method.backbone.compile()
+
+
 @contextmanager
 def _deterministic(enabled: bool) -> Iterator[None]:
     """``torch.use_deterministic_algorithms`` for this run only, not for what follows it."""
@@ -172,6 +180,8 @@ def _build_trainer(
     # ImageNet), so a wrong method setting costs seconds.
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     method = build_method(cfg).to(memory_format=memory_format)
+    if tc.compile:
+        _compile_backbone(method)
     scaling = scaling_record(cfg, world)
     optimizer = build_optimizer(method, cfg.optim, scaling["global_batch"])
     sampler, loader = training_data(cfg, rank, world, pin=accelerator.device.type == "cuda")

@@ -105,6 +105,20 @@ def test_runs_with_different_precisions_follow_each_other(tmp_path: Path) -> Non
         assert train(config_from_dict(recipe)).step == 12
 
 
+@pytest.mark.slow
+def test_a_compiled_backbone_trains_and_saves_the_eager_state_keys(tmp_path: Path) -> None:
+    """train.compile: the same first loss (same weights and views), the same checkpoint keys."""
+    runs = {}
+    for compiled in (False, True):
+        recipe = tiny_recipe(tmp_path / str(compiled), max_steps=2, log_every=1, compile=compiled)
+        recipe["model"] = {"backbone": "timm:test_resnet"}  # compiles in seconds on a CPU
+        runs[compiled] = train(config_from_dict(recipe))
+    eager, compiled = (load_checkpoint(runs[c].checkpoint)["model"] for c in (False, True))
+    assert eager.keys() == compiled.keys()
+    first = [runs[c].metrics[0]["loss"] for c in (False, True)]
+    assert first[1] == pytest.approx(first[0], rel=1e-4)
+
+
 def test_gradient_accumulation_steps_the_optimiser_once_per_group(tmp_path: Path) -> None:
     recipe = tiny_recipe(tmp_path, grad_accum_steps=3, log_every=1)
     result = train(config_from_dict(recipe))

@@ -1,0 +1,170 @@
+"""GPU profile: samples/s and model FLOPs utilisation of the papers' ResNet-50 recipes at 224 px.
+
+For SimCLR, MoCo v2, BYOL and SwAV (``configs/<method>/imagenet100.yaml``: ResNet-50, 224 px
+views, crops from the original images) the engine itself trains ``--steps`` steps on synthetic
+JPEG photographs (500x375 and 375x500, written once into a scratch folder, so no data set is
+needed) under bf16 autocast, channels_last; SimCLR also with ``train.compile``. Throughput is the
+engine's own logged ``images_per_s`` after the first window. The model FLOPs of one training
+sample (forward and backward of every network the method runs, counted by
+``torch.utils.flop_counter`` on one step) times the samples per second, over the device's peak
+dense bf16 FLOP/s, gives the utilisation. The input path alone (decode and crop in the workers,
+flips, colour and blur on the device, no model) is measured too.
+
+One JSON record goes to stdout (last line) and to ``--out``. On a machine without CUDA it says
+so and exits 0. Meant to finish in under 5 minutes on one H100/H200-class GPU::
+
+    python benchmarks/gpu_profile.py [--steps 30] [--batch-size 256] [--out gpu_profile.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("sslvision") is None:  # a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from simclr_throughput import measure_sslvision  # noqa: E402
+
+from sslvision.augment.pipeline import ViewPipeline  # noqa: E402
+from sslvision.config import Config, load_config  # noqa: E402
+from sslvision.engine.trainer import training_data  # noqa: E402
+from sslvision.methods.registry import build_method  # noqa: E402
+
+METHODS = ("simclr", "mocov2", "byol", "swav")
+# Peak dense bf16 tensor-core FLOP/s by device name (vendor data sheets, SXM parts).
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+def write_photos(folder: Path, count: int) -> None:
+    """``count`` smooth random JPEGs (quality 90), landscape and portrait, in one class folder."""
+    from PIL import Image
+
+    images = folder / "synthetic"
+    images.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(0)
+    for index in range(count):
+        height, width = (375, 500) if index % 2 else (500, 375)
+        coarse = torch.rand(1, 3, height // 25, width // 25, generator=generator)
+        pixels = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic")
+        array = (pixels[0].clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
+        Image.fromarray(array).save(images / f"{index:05d}.jpg", quality=90)
+
+
+def recipe(method: str, data: Path, out: Path, args: argparse.Namespace, compile_: bool) -> Config:
+    overrides = [
+        f"data.path={data}",
+        "data.classes=",
+        f"data.num_workers={args.workers}",
+        f"output_dir={out}",
+        f"name={method}{'-compiled' if compile_ else ''}",
+        f"train.batch_size={args.batch_size}",
+        f"train.max_steps={args.steps}",
+        "train.epochs=1000",
+        f"train.log_every={args.log_every}",
+        "train.precision=bf16",
+        "train.progress_bar=false",
+        f"train.compile={str(compile_).lower()}",
+        "checkpoint.keep_every_epochs=0",
+    ]
+    return load_config(REPO_ROOT / "configs" / method / "imagenet100.yaml", overrides)
+
+
+def flops_per_sample(cfg: Config, batch: Any, device: torch.device) -> float:
+    """Model FLOPs (forward + backward) of one training sample of ``cfg``'s method."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    method = build_method(cfg).to(device, memory_format=torch.channels_last)
+    pipeline = ViewPipeline(cfg.augment.views, cfg.augment.mean, cfg.augment.std).to(device)
+    views = _views(pipeline, batch, device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autocast(device.type, dtype=torch.bfloat16):
+        method(views)["loss"].backward()
+    return counter.get_total_flops() / len(batch[-1])
+
+
+def _views(pipeline: ViewPipeline, batch: Any, device: torch.device) -> Any:
+    if len(batch) == 3:  # data.crop=original
+        crops, boxes, labels = batch
+        return pipeline(
+            [c.to(device) for c in crops], labels.to(device), [b.to(device) for b in boxes]
+        )
+    images, labels = batch
+    return pipeline(images.to(device), labels.to(device))
+
+
+def input_path_rate(cfg: Config, batches: int, device: torch.device) -> float:
+    """Images a second through the workers and the device view pipeline alone."""
+    sampler, loader = training_data(cfg, rank=0, world=1, pin=device.type == "cuda")
+    sampler.set_epoch(0)
+    pipeline = ViewPipeline(cfg.augment.views, cfg.augment.mean, cfg.augment.std).to(device)
+    iterator = iter(loader)
+    _views(pipeline, next(iterator), device)
+    torch.accelerator.synchronize()
+    started = time.perf_counter()
+    for _ in range(batches):
+        _views(pipeline, next(iterator), device)
+    torch.accelerator.synchronize()
+    return batches * cfg.train.batch_size / (time.perf_counter() - started)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30, help="training steps per variant")
+    parser.add_argument("--log-every", type=int, default=5, help="the first window is warm-up")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    parser.add_argument("--photos", type=int, default=0, help="default: what --steps needs")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--compile", nargs="*", default=["simclr"], choices=METHODS)
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="default: by device name")
+    parser.add_argument("--out", type=Path, default=Path("gpu_profile.json"))
+    parser.add_argument("--device", default="cuda", help="cpu: a smoke run of the script only")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("gpu_profile: no CUDA device on this machine; it measures a GPU, nothing to do")
+        return 0
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    peak = args.peak_tflops * 1e12 or next((p for k, p in PEAK_BF16.items() if k in name), 0.0)
+    record: dict[str, Any] = {"device": name, "peak_bf16_flops": peak, "runs": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        data = Path(scratch) / "photos"
+        write_photos(data, args.photos or args.batch_size * (args.steps + 2))
+        for method in args.methods:
+            for compile_ in (False, True) if method in args.compile else (False,):
+                cfg = recipe(method, data, Path(scratch) / "runs", args, compile_)
+                if not compile_:
+                    _, loader = training_data(cfg, rank=0, world=1, pin=False)
+                    flops = flops_per_sample(cfg, next(iter(loader)), device)
+                rate = measure_sslvision(cfg).images_per_s
+                run = {"method": method, "compiled": compile_, "samples_per_s": round(rate, 1)}
+                run["flops_per_sample"] = flops
+                run["mfu"] = round(rate * flops / peak, 4) if peak else None
+                record["runs"].append(run)
+                print(json.dumps(run), flush=True)
+        simclr = recipe("simclr", data, Path(scratch) / "runs", args, False)
+        rate = input_path_rate(simclr, args.steps, device)
+        record["input_path_images_per_s"] = round(rate, 1)
+    args.out.write_text(json.dumps(record, indent=2))
+    print(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""benchmarks/gpu_profile.py: on a machine without CUDA it says so and exits 0, writing nothing;
+its synthetic photographs are real JPEGs of both orientations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sslvision.data.decode import read_image_rgb
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the path of a machine without CUDA")
+def test_without_cuda_it_says_so_and_exits_0(load_benchmark, tmp_path: Path, capsys) -> None:
+    profile = load_benchmark("gpu_profile")
+    assert profile.main(["--out", str(tmp_path / "profile.json")]) == 0
+    assert "no CUDA device" in capsys.readouterr().out
+    assert not (tmp_path / "profile.json").exists()
+
+
+def test_the_synthetic_photographs_are_jpegs_of_both_orientations(load_benchmark, tmp_path) -> None:
+    load_benchmark("gpu_profile").write_photos(tmp_path, 2)
+    shapes = [read_image_rgb(path).shape for path in sorted((tmp_path / "synthetic").iterdir())]
+    assert shapes == [(3, 500, 375), (3, 375, 500)]
