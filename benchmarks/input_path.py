@@ -4,7 +4,9 @@ from the image squashed to a square first (``data.crop=squash``), side by side i
 Both paths read the same non-square photographs (``../shared/data/det_fruits/JPEGImages``,
 longer side up to 512 px) through the engine's own dataset, sampler and DataLoader, and make
 the same SimCLR views with the same :class:`ViewPipeline`; no model runs, so the number is
-what the input path alone delivers (images a second, both views made).
+what the input path alone delivers (images a second, both views made). The two paths alternate
+for ``--rounds`` rounds and each reports its median, so a load that comes and goes on a shared
+machine hits both.
 
 - ``squash``: the workers decode and resize each whole image to ``--load-size`` (uint8); the
   pipeline cuts RandomResizedCrop from that square on the device (kornia, float).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -94,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--view-size", type=int, default=224)
     parser.add_argument("--load-size", type=int, default=256, help="squash: the square size")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--batches", type=int, default=12, help="timed batches per path")
+    parser.add_argument("--batches", type=int, default=16, help="timed batches per path")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians")
     parser.add_argument("--warmup-batches", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="also print one JSON record last")
@@ -108,14 +112,18 @@ def main(argv: list[str] | None = None) -> int:
         available = len(list((root / "photos").iterdir()))
         if needed > available:
             parser.error(f"{needed} images needed for one epoch, {available} photographs found")
-        results = [measure(crop, root, args) for crop in CROPS]
+        rounds = [[measure(crop, root, args) for crop in CROPS] for _ in range(args.rounds)]
+    results = [
+        {"crop": crop, "images_per_s": statistics.median(r[i]["images_per_s"] for r in rounds)}
+        for i, crop in enumerate(CROPS)
+    ]
     ratio = results[1]["images_per_s"] / results[0]["images_per_s"]
     print(
         f"input path, SimCLR views at {args.view_size} px, batch {args.batch_size}, "
         f"{args.workers} workers, {torch.get_num_threads()} threads"
     )
     for result in results:
-        print(f"  {result['crop']:>8}: {result['images_per_s']:8.1f} images/s")
+        print(f"  {result['crop']:>8}: {result['images_per_s']:8.1f} images/s (median)")
     print(f"  original / squash: {ratio:.2f}x")
     if args.json:
         print(json.dumps({"results": results, "ratio_original_to_squash": round(ratio, 3)}))
