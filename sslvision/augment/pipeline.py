@@ -191,11 +191,9 @@ class ViewPipeline(nn.Module):
         for group, group_crops, group_boxes in zip(self.groups, crops, boxes, strict=True):
             count, size = group.group.count, group.group.size
             _check_uint8(group_crops, 5, f"(N, {count}, 3, {size}, {size})")
-            expected = (len(group_crops), count, 3, size, size)
-            if tuple(group_crops.shape) != expected or tuple(group_boxes.shape) != (
-                *expected[:2],
-                4,
-            ):
+            rows = len(group_crops)
+            crops_ok = tuple(group_crops.shape) == (rows, count, 3, size, size)
+            if not crops_ok or tuple(group_boxes.shape) != (rows, count, 4):
                 raise ValueError(
                     f"crops of a group of {count} views at {size} px must be (N, {count}, 3, "
                     f"{size}, {size}) with boxes (N, {count}, 4), got {tuple(group_crops.shape)} "
