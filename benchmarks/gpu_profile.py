@@ -39,7 +39,7 @@ from simclr_throughput import measure_sslvision  # noqa: E402
 
 from sslvision.augment.pipeline import ViewPipeline  # noqa: E402
 from sslvision.config import Config, load_config  # noqa: E402
-from sslvision.engine.trainer import training_data  # noqa: E402
+from sslvision.engine.trainer import training_data, views_of_batch  # noqa: E402
 from sslvision.methods.registry import build_method  # noqa: E402
 
 METHODS = ("simclr", "mocov2", "byol", "swav")
@@ -87,21 +87,11 @@ def flops_per_sample(cfg: Config, batch: Any, device: torch.device) -> float:
 
     method = build_method(cfg).to(device, memory_format=torch.channels_last)
     pipeline = ViewPipeline(cfg.augment.views, cfg.augment.mean, cfg.augment.std).to(device)
-    views = _views(pipeline, batch, device)
+    views = views_of_batch(pipeline, batch, device)
     counter = FlopCounterMode(display=False)
     with counter, torch.autocast(device.type, dtype=torch.bfloat16):
         method(views)["loss"].backward()
     return counter.get_total_flops() / len(batch[-1])
-
-
-def _views(pipeline: ViewPipeline, batch: Any, device: torch.device) -> Any:
-    if len(batch) == 3:  # data.crop=original
-        crops, boxes, labels = batch
-        return pipeline(
-            [c.to(device) for c in crops], labels.to(device), [b.to(device) for b in boxes]
-        )
-    images, labels = batch
-    return pipeline(images.to(device), labels.to(device))
 
 
 def input_path_rate(cfg: Config, batches: int, device: torch.device) -> float:
@@ -110,11 +100,11 @@ def input_path_rate(cfg: Config, batches: int, device: torch.device) -> float:
     sampler.set_epoch(0)
     pipeline = ViewPipeline(cfg.augment.views, cfg.augment.mean, cfg.augment.std).to(device)
     iterator = iter(loader)
-    _views(pipeline, next(iterator), device)
+    views_of_batch(pipeline, next(iterator), device)
     torch.accelerator.synchronize()
     started = time.perf_counter()
     for _ in range(batches):
-        _views(pipeline, next(iterator), device)
+        views_of_batch(pipeline, next(iterator), device)
     torch.accelerator.synchronize()
     return batches * cfg.train.batch_size / (time.perf_counter() - started)
 

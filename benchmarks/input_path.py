@@ -39,8 +39,8 @@ if importlib.util.find_spec("sslvision") is None:  # a checkout without `pip ins
 
 from sslvision.augment.pipeline import ViewPipeline  # noqa: E402
 from sslvision.augment.recipes import simclr_views  # noqa: E402
-from sslvision.config import IMAGENET_MEAN, IMAGENET_STD, config_from_dict  # noqa: E402
-from sslvision.engine.trainer import training_data  # noqa: E402
+from sslvision.config import config_from_dict  # noqa: E402
+from sslvision.engine.trainer import training_data, views_of_batch  # noqa: E402
 
 CROPS = ("squash", "original")
 
@@ -71,24 +71,17 @@ def measure(crop: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
     )
     sampler, loader = training_data(cfg, rank=0, world=1, pin=False)
     sampler.set_epoch(0)
-    pipeline = ViewPipeline(cfg.augment.views, IMAGENET_MEAN, IMAGENET_STD)
+    pipeline = ViewPipeline(cfg.augment.views, cfg.augment.mean, cfg.augment.std)
+    device = torch.device("cpu")
     batches = iter(loader)
     for _ in range(args.warmup_batches):
-        _views(pipeline, next(batches))
+        views_of_batch(pipeline, next(batches), device)
     started = time.perf_counter()
     for _ in range(args.batches):
-        _views(pipeline, next(batches))
+        views_of_batch(pipeline, next(batches), device)
     seconds = time.perf_counter() - started
     images = args.batches * args.batch_size
     return {"crop": crop, "images_per_s": round(images / seconds, 1), "seconds": round(seconds, 2)}
-
-
-def _views(pipeline: ViewPipeline, batch: list) -> None:
-    if len(batch) == 3:
-        crops, boxes, labels = batch
-        pipeline(crops, labels, boxes)
-    else:
-        pipeline(*batch)
 
 
 def main(argv: list[str] | None = None) -> int:

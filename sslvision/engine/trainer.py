@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from sslvision.augment.pipeline import ViewPipeline
 from sslvision.augment.recipes import RECIPES
+from sslvision.augment.views import Views
 from sslvision.config import Config, save_config, to_dict
 from sslvision.config.views import ViewGroup
 from sslvision.data.build import build_dataset, load_class_list
@@ -267,20 +268,25 @@ def _forward(model: torch.nn.Module, pipeline: ViewPipeline, accelerator: Accele
     device = accelerator.device
 
     def forward(batch: Sequence[Any]) -> dict[str, torch.Tensor]:
-        to_device = {"device": device, "non_blocking": True}
-        if len(batch) == 3:  # data.crop=original: each group's crops, cut on the workers
-            crops, boxes, labels = batch
-            return model(
-                pipeline(
-                    [c.to(**to_device) for c in crops],
-                    labels.to(**to_device),
-                    [b.to(**to_device) for b in boxes],
-                )
-            )
-        images, labels = batch
-        return model(pipeline(images.to(**to_device), labels.to(**to_device)))
+        return model(views_of_batch(pipeline, batch, device))
 
     return forward
+
+
+def views_of_batch(pipeline: ViewPipeline, batch: Sequence[Any], device: torch.device) -> Views:
+    """A batch of :func:`training_data`'s loader on ``device`` (once, non-blocking), as views:
+    ``(images, labels)``, or ``(crops, boxes, labels)`` with ``data.crop=original``."""
+
+    def to_device(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(device, non_blocking=True)
+
+    if len(batch) == 3:  # each group's crops, cut on the workers
+        crops, boxes, labels = batch
+        return pipeline(
+            [to_device(c) for c in crops], to_device(labels), [to_device(b) for b in boxes]
+        )
+    images, labels = batch
+    return pipeline(to_device(images), to_device(labels))
 
 
 class MethodHooks(Callback):
