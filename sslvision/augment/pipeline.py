@@ -14,8 +14,12 @@ import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
+from sslvision.augment.blur import RandomGaussianBlur
 from sslvision.augment.views import Views, ViewStack
 from sslvision.config.views import ViewGroup
+
+CPU_CHUNK_PIXELS = 2**19
+"""View pixels a CPU augments per pass of :class:`GroupAugment` (about 6 MB of float32)."""
 
 
 class GroupAugment(nn.Module):
@@ -25,7 +29,8 @@ class GroupAugment(nn.Module):
     view: kornia's per-call overhead is milliseconds, which multi-crop would otherwise pay many
     times. Colour jitter is the exception: kornia draws one jitter order per call, so each view
     gets its own call, which keeps the two views of an image from sharing their order.
-    Ops with probability 0 are not built, so they cost nothing.
+    Ops with probability 0 are not built, so they cost nothing. The blur is ours
+    (:mod:`sslvision.augment.blur`): kornia's per-sample-sigma convolution was the slowest op.
     """
 
     def __init__(self, group: ViewGroup) -> None:
@@ -45,9 +50,7 @@ class GroupAugment(nn.Module):
         )
         later_ops = [
             K.RandomGrayscale(p=group.grayscale_p) if group.grayscale_p > 0 else None,
-            K.RandomGaussianBlur(
-                (group.blur_kernel_size, group.blur_kernel_size), group.blur_sigma, p=group.blur_p
-            )
+            RandomGaussianBlur(group.blur_kernel_size, group.blur_sigma, p=group.blur_p)
             if group.blur_p > 0
             else None,
             K.RandomSolarize(thresholds=(0.5, 0.5), additions=(0.0, 0.0), p=group.solarize_p)
@@ -62,7 +65,29 @@ class GroupAugment(nn.Module):
         With ``cut_boxes`` (N, count, 4) the crops were cut already (from the original images,
         :mod:`sslvision.data.original_crops`): ``images`` is (N, count, 3, s, s) and the crop is
         skipped. Rows are view-major: rows ``[k*N, (k+1)*N)`` are the group's view ``k``.
+
+        On a CPU the batch goes through in chunks of about :data:`CPU_CHUNK_PIXELS` view pixels:
+        kornia's ops make several full-size temporaries each, and chunks that stay in the caches
+        made the SimCLR pipeline 2.8x faster at 224 px and 1.26x at 64 px on 2 cores (the budget
+        was the best of 2^16 to 2^20). A GPU takes the whole batch in one pass.
         """
+        count, batch = self.group.count, images.shape[0]
+        chunk = max(1, CPU_CHUNK_PIXELS // (count * self.group.size**2))
+        if images.device.type != "cpu" or chunk >= batch:
+            return self._augment(images, cut_boxes)
+        parts = [
+            self._augment(
+                images[i : i + chunk], None if cut_boxes is None else cut_boxes[i : i + chunk]
+            )
+            for i in range(0, batch, chunk)
+        ]
+        # Each part is view-major over its own rows: regroup so that view k's rows are together.
+        return tuple(
+            torch.cat([t.unflatten(0, (count, -1)) for t in pieces], dim=1).flatten(0, 1)
+            for pieces in zip(*parts, strict=True)
+        )
+
+    def _augment(self, images: Tensor, cut_boxes: Tensor | None) -> tuple[Tensor, ...]:
         count = self.group.count
         if cut_boxes is not None:
             x = images.transpose(0, 1).flatten(0, 1)

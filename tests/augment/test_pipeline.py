@@ -57,7 +57,12 @@ def test_multi_crop_groups_give_their_sizes_in_order() -> None:
     assert all(f.shape == (3,) for f in views.flips)
 
 
-def test_boxes_and_flips_describe_where_the_pixels_came_from() -> None:
+@pytest.mark.parametrize("chunk_pixels", [None, 5 * 2 * 16 * 16], ids=["whole", "chunks-of-5"])
+def test_boxes_and_flips_describe_where_the_pixels_came_from(
+    chunk_pixels: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if chunk_pixels:  # a CPU augments in chunks; 32 images in chunks of 5, the last one short
+        monkeypatch.setattr("sslvision.augment.pipeline.CPU_CHUNK_PIXELS", chunk_pixels)
     n, height, width, size = 32, 60, 80, 16
     pipeline = ViewPipeline(
         [geometry_only(count=2, size=size, scale=(0.1, 0.9))],
@@ -86,6 +91,19 @@ def test_boxes_and_flips_describe_where_the_pixels_came_from() -> None:
         assert ((right < left) == flips)[wide].all()
     flips = torch.cat(list(views.flips))
     assert flips.any() and not flips.all()  # p=0.5 over 64 views
+
+
+def test_chunks_keep_pre_cut_crops_and_their_boxes_in_view_major_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sslvision.augment.pipeline.CPU_CHUNK_PIXELS", 3 * 4 * 8 * 8)
+    pipeline = ViewPipeline([geometry_only(count=4, size=8, hflip_p=0.0)], (0.0,) * 3, (1.0,) * 3)
+    crops = torch.randint(0, 256, (10, 4, 3, 8, 8), dtype=torch.uint8)
+    boxes = torch.rand(10, 4, 4)
+    views = pipeline([crops], boxes=[boxes])
+    for k in range(4):
+        torch.testing.assert_close(views.images[k], crops[:, k].float() / 255)
+        torch.testing.assert_close(views.boxes[k], boxes[:, k])
 
 
 def test_same_seed_gives_the_same_views_and_each_sample_its_own_crop() -> None:
