@@ -41,8 +41,10 @@ from torch.utils.data import DataLoader, Dataset
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("sslvision") is None:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kornia.augmentation as K  # noqa: E402
+from gpu_profile import synchronize  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
 import sslvision.augment.pipeline as pipeline_module  # noqa: E402
@@ -95,20 +97,15 @@ class PerSampleViews(Dataset):
         return tuple(transform(image) for transform in self.transforms)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _seconds(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
     """Median seconds of ``fn`` after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         started = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 

@@ -39,7 +39,7 @@ from simclr_throughput import measure_sslvision  # noqa: E402
 
 from sslvision.augment.pipeline import ViewPipeline  # noqa: E402
 from sslvision.config import Config, load_config  # noqa: E402
-from sslvision.engine.trainer import training_data, views_of_batch  # noqa: E402
+from sslvision.engine.trainer import resolve_views, training_data, views_of_batch  # noqa: E402
 from sslvision.methods.registry import build_method  # noqa: E402
 
 METHODS = ("simclr", "mocov2", "byol", "swav")
@@ -62,11 +62,20 @@ def write_photos(folder: Path, count: int) -> None:
         Image.fromarray(array).save(images / f"{index:05d}.jpg", quality=90)
 
 
+def synthetic_recipe(
+    method: str, recipe_name: str, photos: Path, workers: int, overrides: list[str]
+) -> Config:
+    """``configs/<method>/<recipe_name>.yaml`` reading ``photos`` (:func:`write_photos`), its
+    views resolved as a run resolves them (a named recipe becomes its view groups)."""
+    data = ["data.dataset=folder", f"data.path={photos}", "data.classes="]
+    data.append(f"data.num_workers={workers}")
+    cfg = load_config(REPO_ROOT / "configs" / method / f"{recipe_name}.yaml", data + overrides)
+    cfg.augment.views = resolve_views(cfg)
+    return cfg
+
+
 def recipe(method: str, data: Path, out: Path, args: argparse.Namespace, compile_: bool) -> Config:
     overrides = [
-        f"data.path={data}",
-        "data.classes=",
-        f"data.num_workers={args.workers}",
         f"output_dir={out}",
         f"name={method}{'-compiled' if compile_ else ''}",
         f"train.batch_size={args.batch_size}",
@@ -78,7 +87,7 @@ def recipe(method: str, data: Path, out: Path, args: argparse.Namespace, compile
         f"train.compile={str(compile_).lower()}",
         "checkpoint.keep_every_epochs=0",
     ]
-    return load_config(REPO_ROOT / "configs" / method / "imagenet100.yaml", overrides)
+    return synthetic_recipe(method, args.recipe, data, args.workers, overrides)
 
 
 def flops_per_sample(cfg: Config, batch: Any, device: torch.device) -> float:
@@ -94,6 +103,12 @@ def flops_per_sample(cfg: Config, batch: Any, device: torch.device) -> float:
     return counter.get_total_flops() / len(batch[-1])
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (a CPU has none)."""
+    if device.type != "cpu":
+        torch.accelerator.synchronize(device)
+
+
 def input_path_rate(cfg: Config, batches: int, device: torch.device) -> float:
     """Images a second through the workers and the device view pipeline alone."""
     sampler, loader = training_data(cfg, rank=0, world=1, pin=device.type == "cuda")
@@ -101,11 +116,11 @@ def input_path_rate(cfg: Config, batches: int, device: torch.device) -> float:
     pipeline = ViewPipeline(cfg.augment.views, cfg.augment.mean, cfg.augment.std).to(device)
     iterator = iter(loader)
     views_of_batch(pipeline, next(iterator), device)
-    torch.accelerator.synchronize()
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(batches):
         views_of_batch(pipeline, next(iterator), device)
-    torch.accelerator.synchronize()
+    synchronize(device)
     return batches * cfg.train.batch_size / (time.perf_counter() - started)
 
 
@@ -119,6 +134,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--compile", nargs="*", default=["simclr"], choices=METHODS)
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="default: by device name")
+    parser.add_argument("--recipe", default="imagenet100", help="configs/<method>/<recipe>.yaml")
     parser.add_argument("--out", type=Path, default=Path("gpu_profile.json"))
     parser.add_argument("--device", default="cuda", help="cpu: a smoke run of the script only")
     return parser.parse_args(argv)

@@ -42,10 +42,10 @@ if importlib.util.find_spec("sslvision") is None:  # a checkout without `pip ins
     sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_profile import write_photos  # noqa: E402
+from gpu_profile import synchronize, synthetic_recipe, write_photos  # noqa: E402
 
 from sslvision.augment.pipeline import ViewPipeline  # noqa: E402
-from sslvision.config import Config, load_config  # noqa: E402
+from sslvision.config import Config  # noqa: E402
 from sslvision.engine.optim import build_optimizer  # noqa: E402
 from sslvision.engine.trainer import training_data, views_of_batch  # noqa: E402
 from sslvision.methods.base import Method, Progress  # noqa: E402
@@ -104,16 +104,12 @@ class Step:
         """Seconds of each phase of one step, the device synchronised at every boundary."""
         seconds, value = {}, None
         for name, phase in self.phases().items():
-            self.synchronize()
+            synchronize(self.device)
             started = time.perf_counter()
             value = phase(value)
-            self.synchronize()
+            synchronize(self.device)
             seconds[name] = time.perf_counter() - started
         return seconds
-
-    def synchronize(self) -> None:
-        if self.device.type != "cpu":
-            torch.accelerator.synchronize(self.device)
 
     def unsynchronised(self) -> None:
         """One step as the engine runs it: no synchronisation anywhere."""
@@ -147,15 +143,9 @@ def host_syncs(step: Step, steps: int) -> str:
     return "none"
 
 
-def recipe(method: str, data: Path, args: argparse.Namespace) -> Config:
-    overrides = [
-        f"data.path={data}",
-        "data.classes=",
-        f"data.num_workers={args.workers}",
-        f"train.batch_size={args.batch_size}",
-        f"train.precision={args.precision}",
-    ]
-    return load_config(REPO_ROOT / "configs" / method / f"{args.recipe}.yaml", overrides)
+def recipe(method: str, photos: Path, args: argparse.Namespace) -> Config:
+    overrides = [f"train.batch_size={args.batch_size}", f"train.precision={args.precision}"]
+    return synthetic_recipe(method, args.recipe, photos, args.workers, overrides)
 
 
 def anatomy(method: str, data: Path, args: argparse.Namespace) -> dict[str, Any]:

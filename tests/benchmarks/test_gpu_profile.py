@@ -3,6 +3,7 @@ its synthetic photographs are real JPEGs of both orientations."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,14 @@ def test_the_synthetic_photographs_are_jpegs_of_both_orientations(load_benchmark
     load_benchmark("gpu_profile").write_photos(tmp_path, 2)
     shapes = [read_image_rgb(path).shape for path in sorted((tmp_path / "synthetic").iterdir())]
     assert shapes == [(3, 500, 375), (3, 375, 500)]
+
+
+def test_the_cpu_smoke_mode_trains_and_writes_one_record(load_benchmark, tmp_path: Path) -> None:
+    profile = load_benchmark("gpu_profile")
+    argv = ["--device", "cpu", "--recipe", "demo", "--methods", "simclr", "--compile"]
+    argv += ["--steps", "2", "--log-every", "1", "--batch-size", "4", "--workers", "0"]
+    assert profile.main([*argv, "--out", str(tmp_path / "profile.json")]) == 0
+    record = json.loads((tmp_path / "profile.json").read_text())
+    (run,) = record["runs"]
+    assert run["method"] == "simclr" and run["samples_per_s"] > 0 and run["flops_per_sample"] > 0
+    assert record["input_path_images_per_s"] > 0
