@@ -7,8 +7,10 @@ needed) under bf16 autocast, channels_last; SimCLR also with ``train.compile``. 
 engine's own logged ``images_per_s`` after the first window. The model FLOPs of one training
 sample (forward and backward of every network the method runs, counted by
 ``torch.utils.flop_counter`` on one step) times the samples per second, over the device's peak
-dense bf16 FLOP/s, gives the utilisation. The input path alone (decode and crop in the workers,
-flips, colour and blur on the device, no model) is measured too.
+dense bf16 FLOP/s, gives the utilisation. SimCLR also runs with ``data.decode=device`` (the
+workers read bytes; nvJPEG decodes the batch and the crops are cut on the GPU). The input path
+alone (no model) is measured with both decodes, and the device path's crops of one batch are
+compared with the CPU's (``decode_gap_levels``, uint8 levels: the CPU/GPU equality check).
 
 One JSON record goes to stdout (last line) and to ``--out``. On a machine without CUDA it says
 so and exits 0. Meant to finish in under 5 minutes on one H100/H200-class GPU::
@@ -39,6 +41,7 @@ from simclr_throughput import measure_sslvision  # noqa: E402
 
 from sslvision.augment.pipeline import ViewPipeline  # noqa: E402
 from sslvision.config import Config, load_config  # noqa: E402
+from sslvision.data.encoded import cut_on_device  # noqa: E402
 from sslvision.engine.trainer import resolve_views, training_data, views_of_batch  # noqa: E402
 from sslvision.methods.registry import build_method  # noqa: E402
 
@@ -74,10 +77,14 @@ def synthetic_recipe(
     return cfg
 
 
-def recipe(method: str, data: Path, out: Path, args: argparse.Namespace, compile_: bool) -> Config:
+def recipe(
+    method: str, data: Path, out: Path, args: argparse.Namespace, compile_: bool, decode: str
+) -> Config:
     overrides = [
         f"output_dir={out}",
-        f"name={method}{'-compiled' if compile_ else ''}",
+        f"name={method}{'-compiled' if compile_ else ''}-decode-{decode}",
+        "data.crop=original",  # the papers' crops (the ImageNet-100 recipes' own setting)
+        f"data.decode={decode}",
         f"train.batch_size={args.batch_size}",
         f"train.max_steps={args.steps}",
         "train.epochs=1000",
@@ -101,6 +108,21 @@ def flops_per_sample(cfg: Config, batch: Any, device: torch.device) -> float:
     with counter, torch.autocast(device.type, dtype=torch.bfloat16):
         method(views)["loss"].backward()
     return counter.get_total_flops() / len(batch[-1])
+
+
+def device_decode_gap(cfg: Config, device: torch.device) -> dict[str, float]:
+    """How far ``device``'s decode and crops of one batch (``data.decode=device``) are from the
+    CPU's, in uint8 levels: the CPU/GPU equality check of the two paths (0 on a CPU)."""
+    _, loader = training_data(cfg, rank=0, world=1, pin=False)
+    batch = next(iter(loader))
+    groups = cfg.augment.views
+    on_cpu, _ = cut_on_device(batch, groups, torch.device("cpu"))
+    on_device, _ = cut_on_device(batch, groups, device)
+    gaps = [(a.float() - b.cpu().float()).abs() for a, b in zip(on_cpu, on_device, strict=True)]
+    return {
+        "max": max(g.max().item() for g in gaps),
+        "mean": round(sum(g.sum().item() for g in gaps) / sum(g.numel() for g in gaps), 4),
+    }
 
 
 def synchronize(device: torch.device) -> None:
@@ -133,6 +155,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--photos", type=int, default=0, help="default: what --steps needs")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--compile", nargs="*", default=["simclr"], choices=METHODS)
+    parser.add_argument(
+        "--device-decode", nargs="*", default=["simclr"], choices=METHODS, help="data.decode=device"
+    )
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="default: by device name")
     parser.add_argument("--recipe", default="imagenet100", help="configs/<method>/<recipe>.yaml")
     parser.add_argument("--out", type=Path, default=Path("gpu_profile.json"))
@@ -153,20 +178,25 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(scratch) / "photos"
         write_photos(data, args.photos or args.batch_size * (args.steps + 2))
         for method in args.methods:
-            for compile_ in (False, True) if method in args.compile else (False,):
-                cfg = recipe(method, data, Path(scratch) / "runs", args, compile_)
-                if not compile_:
+            variants = [(False, "workers")]
+            variants += [(True, "workers")] if method in args.compile else []
+            variants += [(False, "device")] if method in args.device_decode else []
+            for compile_, decode in variants:
+                cfg = recipe(method, data, Path(scratch) / "runs", args, compile_, decode)
+                if not compile_ and decode == "workers":
                     _, loader = training_data(cfg, rank=0, world=1, pin=False)
                     flops = flops_per_sample(cfg, next(iter(loader)), device)
                 rate = measure_sslvision(cfg).images_per_s
-                run = {"method": method, "compiled": compile_, "samples_per_s": round(rate, 1)}
-                run["flops_per_sample"] = flops
+                run = {"method": method, "compiled": compile_, "decode": decode}
+                run |= {"samples_per_s": round(rate, 1), "flops_per_sample": flops}
                 run["mfu"] = round(rate * flops / peak, 4) if peak else None
                 record["runs"].append(run)
                 print(json.dumps(run), flush=True)
-        simclr = recipe("simclr", data, Path(scratch) / "runs", args, False)
-        rate = input_path_rate(simclr, args.steps, device)
-        record["input_path_images_per_s"] = round(rate, 1)
+        for decode in ("workers", "device"):
+            simclr = recipe("simclr", data, Path(scratch) / "runs", args, False, decode)
+            rate = input_path_rate(simclr, args.steps, device)
+            record[f"input_path_images_per_s_decode_{decode}"] = round(rate, 1)
+        record["decode_gap_levels"] = device_decode_gap(simclr, device)
     args.out.write_text(json.dumps(record, indent=2))
     print(json.dumps(record))
     return 0

@@ -1,5 +1,6 @@
 """Input-path throughput: crops from the original image (``data.crop=original``) against crops
-from the image squashed to a square first (``data.crop=squash``), side by side in one run.
+from the image squashed to a square first (``data.crop=squash``), and decoding on the training
+device (``data.decode=device``) against decoding in the workers, side by side in one run.
 
 Both paths read the same non-square photographs (``../shared/data/det_fruits/JPEGImages``,
 longer side up to 512 px) through the engine's own dataset, sampler and DataLoader, and make
@@ -12,10 +13,13 @@ machine hits both.
   pipeline cuts RandomResizedCrop from that square on the device (kornia, float).
 - ``original``: the workers decode and cut each view's crop from the original size, resized
   to the view size (uint8); the pipeline skips its crop.
+- ``device``: the workers only read the files' bytes; ``--device`` decodes the batch in one call
+  and cuts the crops (nvJPEG on a GPU; on a CPU this is the training process decoding alone,
+  which the workers do faster, so it is there to be measured, not used).
 
 Run from the repository root::
 
-    python benchmarks/input_path.py [--view-size 224] [--batches 12] [--json]
+    python benchmarks/input_path.py [--view-size 224] [--batches 12] [--device cuda] [--json]
 """
 
 from __future__ import annotations
@@ -36,13 +40,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = REPO_ROOT.parent / "shared" / "data" / "det_fruits" / "JPEGImages"
 if importlib.util.find_spec("sslvision") is None:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_profile import synchronize  # noqa: E402
 
 from sslvision.augment.pipeline import ViewPipeline  # noqa: E402
 from sslvision.augment.recipes import simclr_views  # noqa: E402
 from sslvision.config import config_from_dict  # noqa: E402
 from sslvision.engine.trainer import training_data, views_of_batch  # noqa: E402
 
-CROPS = ("squash", "original")
+PATHS = {"squash": ("squash", "workers"), "original": ("original", "workers")}
+PATHS["device"] = ("original", "device")
 
 
 def _photo_folder(photos: Path, into: Path) -> Path:
@@ -54,8 +62,10 @@ def _photo_folder(photos: Path, into: Path) -> Path:
     return into
 
 
-def measure(crop: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Images a second through the engine's loader and view pipeline for one ``data.crop``."""
+def measure(path: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Images a second through the engine's loader and view pipeline for one of :data:`PATHS`."""
+    crop, decode = PATHS[path]
+    device = torch.device(args.device)
     cfg = config_from_dict(
         {
             "data": {
@@ -63,25 +73,27 @@ def measure(crop: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
                 "path": str(root),
                 "image_size": args.load_size,
                 "crop": crop,
+                "decode": decode,
                 "num_workers": args.workers,
             },
             "augment": {"views": [vars(group) for group in simclr_views(args.view_size)]},
             "train": {"batch_size": args.batch_size},
         }
     )
-    sampler, loader = training_data(cfg, rank=0, world=1, pin=False)
+    sampler, loader = training_data(cfg, rank=0, world=1, pin=device.type == "cuda")
     sampler.set_epoch(0)
-    pipeline = ViewPipeline(cfg.augment.views, cfg.augment.mean, cfg.augment.std)
-    device = torch.device("cpu")
+    pipeline = ViewPipeline(cfg.augment.views, cfg.augment.mean, cfg.augment.std).to(device)
     batches = iter(loader)
     for _ in range(args.warmup_batches):
         views_of_batch(pipeline, next(batches), device)
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(args.batches):
         views_of_batch(pipeline, next(batches), device)
+    synchronize(device)
     seconds = time.perf_counter() - started
     images = args.batches * args.batch_size
-    return {"crop": crop, "images_per_s": round(images / seconds, 1), "seconds": round(seconds, 2)}
+    return {"path": path, "images_per_s": round(images / seconds, 1), "seconds": round(seconds, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians")
     parser.add_argument("--warmup-batches", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="also print one JSON record last")
     args = parser.parse_args(argv)
     if not args.photos.is_dir():
@@ -105,21 +118,28 @@ def main(argv: list[str] | None = None) -> int:
         available = len(list((root / "photos").iterdir()))
         if needed > available:
             parser.error(f"{needed} images needed for one epoch, {available} photographs found")
-        rounds = [[measure(crop, root, args) for crop in CROPS] for _ in range(args.rounds)]
-    results = [
-        {"crop": crop, "images_per_s": statistics.median(r[i]["images_per_s"] for r in rounds)}
-        for i, crop in enumerate(CROPS)
-    ]
-    ratio = results[1]["images_per_s"] / results[0]["images_per_s"]
+        rounds = [[measure(path, root, args) for path in PATHS] for _ in range(args.rounds)]
+    rates = {
+        path: statistics.median(r[i]["images_per_s"] for r in rounds)
+        for i, path in enumerate(PATHS)
+    }
+    ratios = {
+        "original_to_squash": rates["original"] / rates["squash"],
+        "device_to_original": rates["device"] / rates["original"],
+    }
     print(
         f"input path, SimCLR views at {args.view_size} px, batch {args.batch_size}, "
-        f"{args.workers} workers, {torch.get_num_threads()} threads"
+        f"{args.workers} workers, {torch.get_num_threads()} threads, device {args.device}"
     )
-    for result in results:
-        print(f"  {result['crop']:>8}: {result['images_per_s']:8.1f} images/s (median)")
-    print(f"  original / squash: {ratio:.2f}x")
+    for path, rate in rates.items():
+        crop, decode = PATHS[path]
+        print(f"  {path:>8} (crop {crop}, decode {decode}): {rate:8.1f} images/s (median)")
+    for name, ratio in ratios.items():
+        print(f"  {name.replace('_to_', ' / ')}: {ratio:.2f}x")
     if args.json:
-        print(json.dumps({"results": results, "ratio_original_to_squash": round(ratio, 3)}))
+        record = {"device": args.device, "images_per_s": rates}
+        record["ratios"] = {name: round(ratio, 3) for name, ratio in ratios.items()}
+        print(json.dumps(record))
     return 0
 
 

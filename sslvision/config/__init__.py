@@ -69,6 +69,9 @@ class DataConfig:
     # squash: crops from the image resized to image_size (square data: CIFAR, 64 px sets);
     # original: each view's crop drawn on the image's own size, as the papers do (folder data)
     crop: str = "squash"
+    # workers: the DataLoader workers decode and cut the crops; device: they only read the files'
+    # bytes, decoded in one batch on the training device (nvJPEG on a GPU); needs crop=original
+    decode: str = "workers"
     classes: str = ""  # a bundled class list (e.g. imagenet100) or a file of wnids; "" keeps all
     download: bool = False  # cifar only: fetch the archive when it is missing
     skip_corrupt: bool = False  # skip and count unreadable images instead of stopping
@@ -277,6 +280,7 @@ _MINIMUM: dict[str, int] = {
 }  # the monitor section is checked by its monitors, in sslvision.engine.callbacks
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.crop": ("squash", "original"),
+    "data.decode": ("workers", "device"),
     "optim.lr_scaling": LR_SCALINGS,
     "train.precision": PRECISIONS,
 }
@@ -295,6 +299,17 @@ def validate(config: Config) -> None:
             raise ConfigError(f"unknown {key} '{value}'. Valid choices: {', '.join(choices)}.")
     for key, registry in _REGISTERED.items():
         registry.get(operator.attrgetter(key)(config))  # an unknown name raises, naming the choices
+    data = config.data
+    if data.decode == "device" and data.crop != "original":
+        raise ConfigError(
+            "data.decode=device cuts each view's crop from the decoded original: it needs "
+            f"data.crop=original, got data.crop='{data.crop}'"
+        )
+    if data.decode == "device" and data.skip_corrupt:
+        raise ConfigError(
+            "data.skip_corrupt replaces an unreadable image in the workers, which only read "
+            "bytes with data.decode=device: use data.decode=workers to skip corrupt images"
+        )
 
 
 def to_dict(config: Any) -> dict[str, Any]:

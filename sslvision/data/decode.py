@@ -43,12 +43,24 @@ def read_image_uint8(path: str | Path, size: int) -> torch.Tensor:
 
 def read_image_rgb(path: str | Path) -> torch.Tensor:
     """Read ``path`` as 8-bit RGB (3, H, W) at its own size; errors name the file."""
+    path = _existing_file(path)
+    return _decode_rgb(path)
+
+
+def read_file_bytes(path: str | Path) -> torch.Tensor:
+    """``path``'s bytes as a 1-D uint8 tensor, to decode elsewhere; a missing or empty file
+    raises the same ``CorruptImageError`` as :func:`read_image_rgb`."""
+    path = _existing_file(path)
+    return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+
+
+def _existing_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise CorruptImageError(path, "no such file")
     if path.stat().st_size == 0:
         raise CorruptImageError(path, "file is empty (0 bytes)")
-    return _decode_rgb(path)
+    return path
 
 
 def _decode_rgb(path: Path) -> torch.Tensor:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from sslvision.data.decode import read_image_rgb, read_image_uint8
+from sslvision.data.decode import read_file_bytes, read_image_rgb, read_image_uint8
 from sslvision.errors import ConfigError, CorruptImageError, DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -56,6 +56,12 @@ class ImageFolderDataset(Dataset):
     def read_original(self, index: int) -> tuple[torch.Tensor, int]:
         """Sample ``index`` at its own size, uint8 (3, H, W), for crops cut from the original."""
         return self._read(index, read_image_rgb)
+
+    def read_encoded(self, index: int) -> tuple[torch.Tensor, int, str]:
+        """Sample ``index``'s file as bytes (1-D uint8), its label and its path, for decoding
+        on the training device (``data.decode=device``)."""
+        path, label = self.samples[index]
+        return read_file_bytes(path), label, path
 
     def _read(self, index: int, read: Callable[[str], torch.Tensor]) -> tuple[torch.Tensor, int]:
         if not self.skip_corrupt:

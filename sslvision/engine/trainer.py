@@ -9,7 +9,7 @@ accumulation and DDP; the callbacks log, probe, guard, checkpoint and honour pre
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from sslvision.augment.views import Views
 from sslvision.config import Config, save_config, to_dict
 from sslvision.config.views import ViewGroup
 from sslvision.data.build import build_dataset, load_class_list
+from sslvision.data.encoded import EncodedBatch, EncodedImages, collate_encoded, cut_on_device
 from sslvision.data.original_crops import OriginalSizeCrops
 from sslvision.data.sampler import ResumableSampler
 from sslvision.engine.callbacks import (
@@ -74,12 +75,19 @@ def resolve_views(cfg: Config) -> list[ViewGroup]:
     return RECIPES[recipe](cfg.augment.size)
 
 
-def _loader(cfg: Config, sampler: ResumableSampler, dataset: Any, pin: bool) -> DataLoader:
+def _loader(
+    cfg: Config,
+    sampler: ResumableSampler,
+    dataset: Any,
+    pin: bool,
+    collate: Callable[[list[Any]], Any] | None,
+) -> DataLoader:
     workers = cfg.data.num_workers
     return DataLoader(
         dataset,
         batch_size=cfg.train.batch_size,
         sampler=sampler,
+        collate_fn=collate,
         num_workers=workers,
         pin_memory=pin,
         drop_last=True,
@@ -241,10 +249,13 @@ def training_data(
         seed=cfg.seed,
     )
     original = cfg.data.crop == "original"
-    if original:
+    collate = None
+    if cfg.data.decode == "device":
+        dataset, collate = EncodedImages(dataset, cfg.data.dataset), collate_encoded
+    elif original:
         dataset = OriginalSizeCrops(dataset, cfg.augment.views, cfg.data.dataset)
     sampler = ResumableSampler(len(dataset), cfg.seed, rank, world, seeded=original)
-    return sampler, _loader(cfg, sampler, dataset, pin)
+    return sampler, _loader(cfg, sampler, dataset, pin, collate)
 
 
 def _length(cfg: Config, sampler: ResumableSampler, world: int) -> LoopLength:
@@ -273,12 +284,20 @@ def _forward(model: torch.nn.Module, pipeline: ViewPipeline, accelerator: Accele
     return forward
 
 
-def views_of_batch(pipeline: ViewPipeline, batch: Sequence[Any], device: torch.device) -> Views:
+def views_of_batch(
+    pipeline: ViewPipeline, batch: Sequence[Any] | EncodedBatch, device: torch.device
+) -> Views:
     """A batch of :func:`training_data`'s loader on ``device`` (once, non-blocking), as views:
-    ``(images, labels)``, or ``(crops, boxes, labels)`` with ``data.crop=original``."""
+    ``(images, labels)``, ``(crops, boxes, labels)`` with ``data.crop=original``, or the files'
+    bytes (:class:`EncodedBatch`, ``data.decode=device``), decoded and cut on ``device``."""
 
     def to_device(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(device, non_blocking=True)
+
+    if isinstance(batch, EncodedBatch):
+        groups = [augment.group for augment in pipeline.groups]
+        crops, boxes = cut_on_device(batch, groups, device)
+        return pipeline(crops, to_device(batch.labels), boxes)
 
     if len(batch) == 3:  # each group's crops, cut on the workers
         crops, boxes, labels = batch

@@ -32,6 +32,11 @@ def test_the_cpu_smoke_mode_trains_and_writes_one_record(load_benchmark, tmp_pat
     argv += ["--steps", "2", "--log-every", "1", "--batch-size", "4", "--workers", "0"]
     assert profile.main([*argv, "--out", str(tmp_path / "profile.json")]) == 0
     record = json.loads((tmp_path / "profile.json").read_text())
-    (run,) = record["runs"]
-    assert run["method"] == "simclr" and run["samples_per_s"] > 0 and run["flops_per_sample"] > 0
-    assert record["input_path_images_per_s"] > 0
+    assert [(run["method"], run["decode"]) for run in record["runs"]] == [
+        ("simclr", "workers"),
+        ("simclr", "device"),
+    ]
+    assert all(run["samples_per_s"] > 0 and run["flops_per_sample"] > 0 for run in record["runs"])
+    assert record["input_path_images_per_s_decode_workers"] > 0
+    assert record["input_path_images_per_s_decode_device"] > 0
+    assert record["decode_gap_levels"] == {"max": 0.0, "mean": 0.0}  # the CPU against itself
