@@ -7,10 +7,13 @@ needed) under bf16 autocast, channels_last; SimCLR also with ``train.compile``. 
 engine's own logged ``images_per_s`` after the first window. The model FLOPs of one training
 sample (forward and backward of every network the method runs, counted by
 ``torch.utils.flop_counter`` on one step) times the samples per second, over the device's peak
-dense bf16 FLOP/s, gives the utilisation. SimCLR also runs with ``data.decode=device`` (the
-workers read bytes; nvJPEG decodes the batch and the crops are cut on the GPU). The input path
-alone (no model) is measured with both decodes, and the device path's crops of one batch are
-compared with the CPU's (``decode_gap_levels``, uint8 levels: the CPU/GPU equality check).
+dense bf16 FLOP/s, gives the utilisation. The record also holds the view pipeline alone on the
+device (``augment_throughput.py``'s views/s and per-op ms) and every profiled method's step
+anatomy with its host-sync check (``step_anatomy.py``). SimCLR also runs with
+``data.decode=device`` (the workers read bytes; nvJPEG decodes the batch and the crops are cut
+on the GPU). The input path alone (no model) is measured with both decodes, and the device
+path's crops of one batch are compared with the CPU's (``decode_gap_levels``, uint8 levels: the
+CPU/GPU equality check).
 
 One JSON record goes to stdout (last line) and to ``--out``. On a machine without CUDA it says
 so and exits 0. Meant to finish in under 5 minutes on one H100/H200-class GPU::
@@ -125,6 +128,24 @@ def device_decode_gap(cfg: Config, device: torch.device) -> dict[str, float]:
     }
 
 
+def augmentation_record(batch_size: int, size: int, device: torch.device) -> dict[str, Any]:
+    """The view pipeline alone on ``device`` (``augment_throughput.py``'s measures): views/s of
+    the SimCLR, multi-crop and coordinate recipes and each op's ms, at view size ``size``."""
+    from augment_throughput import RECIPES as VIEW_RECIPES  # these two import this script
+    from augment_throughput import op_costs, sslvision_views_per_s
+
+    source_size = round(size * 8 / 7)
+    shape = (batch_size, 3, source_size, source_size)
+    source = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
+    rounds = argparse.Namespace(rounds=3)
+    rates = {
+        name: round(sslvision_views_per_s(make(size), source, rounds), 1)
+        for name, make in VIEW_RECIPES.items()
+    }
+    ops = op_costs(VIEW_RECIPES["simclr"](size)[0], source, repeats=3)
+    return {"augment_view_size": size, "augment_views_per_s": rates, "augment_op_ms": ops}
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for ``device``'s queued work (a CPU has none)."""
     if device.type != "cpu":
@@ -176,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, Any] = {"device": name, "peak_bf16_flops": peak, "runs": []}
     with tempfile.TemporaryDirectory() as scratch:
         data = Path(scratch) / "photos"
-        write_photos(data, args.photos or args.batch_size * (args.steps + 2))
+        # enough for the longest consumer: a training run, or the step anatomy (7 batches)
+        write_photos(data, args.photos or args.batch_size * (max(args.steps, 7) + 2))
         for method in args.methods:
             variants = [(False, "workers")]
             variants += [(True, "workers")] if method in args.compile else []
@@ -197,6 +219,21 @@ def main(argv: list[str] | None = None) -> int:
             rate = input_path_rate(simclr, args.steps, device)
             record[f"input_path_images_per_s_decode_{decode}"] = round(rate, 1)
         record["decode_gap_levels"] = device_decode_gap(simclr, device)
+        size = simclr.augment.views[0].size
+        record |= augmentation_record(args.batch_size, size, device)
+        from step_anatomy import anatomy  # it imports this script
+
+        anatomy_args = argparse.Namespace(
+            recipe=args.recipe,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            precision="bf16",
+            device=args.device,
+            warmup_steps=2,
+            steps=3,
+            sync_steps=2,
+        )
+        record["step_anatomy"] = [anatomy(m, data, anatomy_args) for m in args.methods]
     args.out.write_text(json.dumps(record, indent=2))
     print(json.dumps(record))
     return 0
