@@ -36,7 +36,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
@@ -47,7 +46,7 @@ if importlib.util.find_spec("sslvision") is None:  # a checkout without `pip ins
     sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from simclr_throughput import Measurement, measure_sslvision  # noqa: E402
+from simclr_throughput import Measurement, measure_sslvision, reference_loader  # noqa: E402
 
 from sslvision.augment.views import Views, ViewStack  # noqa: E402
 from sslvision.config import Config, load_config  # noqa: E402
@@ -120,17 +119,8 @@ def measure_reference(cfg: Config, warmup_steps: int, steps: int) -> Measurement
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     groups = cfg.augment.views
     transform = ReferenceViews(groups, cfg.data.image_size, cfg.augment.mean, cfg.augment.std)
-    workers = cfg.data.num_workers
-    loader = DataLoader(
-        datasets.ImageFolder(cfg.data.path, transform=transform),
-        batch_size=cfg.train.batch_size,
-        shuffle=True,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        drop_last=True,
-        persistent_workers=workers > 0,
-        collate_fn=_collate,
-    )
+    dataset = datasets.ImageFolder(cfg.data.path, transform=transform)
+    loader = reference_loader(cfg, dataset, device, _collate)
     method = build_method(cfg).to(device)
     optimizer = build_optimizer(method, cfg.optim, cfg.train.batch_size)
     dtype = AUTOCAST.get(cfg.train.precision)

@@ -171,6 +171,23 @@ def reference_transform(group: ViewGroup, mean: Sequence[float], std: Sequence[f
     )
 
 
+def reference_loader(
+    cfg: Config, dataset: Any, device: torch.device, collate: Any = None
+) -> DataLoader:
+    """The conventional loader: shuffled, ``cfg``'s batch and workers, pinned on CUDA."""
+    workers = cfg.data.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        persistent_workers=workers > 0,
+        collate_fn=collate,
+    )
+
+
 def measure_reference(
     cfg: Config, warmup_steps: int, steps: int, precision: str = "no"
 ) -> Measurement:
@@ -181,16 +198,7 @@ def measure_reference(
     (group,) = simclr_views(cfg.augment.size)
     transform = reference_transform(group, cfg.augment.mean, cfg.augment.std)
     dataset = datasets.ImageFolder(cfg.data.path, transform=TwoViews(transform))
-    workers = cfg.data.num_workers
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.train.batch_size,
-        shuffle=True,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        drop_last=True,
-        persistent_workers=workers > 0,
-    )
+    loader = reference_loader(cfg, dataset, device)
     backbone = build_backbone(cfg.model.backbone, small_stem=cfg.model.small_stem)
     method_cfg = cfg.method
     projector = MLPHead(
