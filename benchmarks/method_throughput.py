@@ -14,7 +14,9 @@ For each method its Imagenette-64 recipe (``configs/<method>/imagenette.yaml``, 
   :class:`Method` module, optimiser (the engine's, which only favours the reference) and
   post-step updates, under the same ``torch.autocast``.
 
-It prints both rates and their ratio per method. When the data is missing it says so and exits 0.
+Each method runs ``--rounds`` back-to-back pairs; it prints the medians of both rates and of the
+pairs' ratios (a load that comes and goes hits a pair together), and every pair's ratio. When the
+data is missing it says so and exits 0.
 
 Run from the repository root::
 
@@ -27,6 +29,7 @@ import argparse
 import gc
 import importlib.util
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -182,6 +185,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--precision", choices=("no", "bf16"), default="bf16", help="both loops")
+    parser.add_argument("--rounds", type=int, default=3, help="back-to-back pairs; medians")
     parser.add_argument("--json", action="store_true", help="also print one JSON record last")
     return parser.parse_args(argv)
 
@@ -195,22 +199,31 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"method throughput, Imagenette-64 recipes, batch {args.batch_size}, {args.workers} "
-        f"workers, {args.precision}, {args.steps} timed steps after {args.warmup_steps}; images/s"
+        f"workers, {args.precision}, {args.steps} timed steps after {args.warmup_steps}, "
+        f"{args.rounds} rounds; images/s (medians)"
     )
     rows = []
     with tempfile.TemporaryDirectory(prefix="method_throughput_") as output_dir:
         for method in args.methods:
-            cfg = method_config(method, args, output_dir)
-            ours = measure_sslvision(cfg).images_per_s
-            gc.collect()  # the engine's workers exit before the reference starts its own
-            theirs = measure_reference(cfg, args.warmup_steps, args.steps).images_per_s
-            gc.collect()
+            pairs = []  # (sslvision, reference), measured back to back each round
+            for round_ in range(args.rounds):
+                cfg = method_config(method, args, f"{output_dir}/round{round_}")
+                ours = measure_sslvision(cfg).images_per_s
+                gc.collect()  # the engine's workers exit before the reference starts its own
+                pairs.append(
+                    (ours, measure_reference(cfg, args.warmup_steps, args.steps).images_per_s)
+                )
+                gc.collect()
+            ours = statistics.median(p[0] for p in pairs)
+            theirs = statistics.median(p[1] for p in pairs)
+            ratio = statistics.median(p[0] / p[1] for p in pairs)
             row = {"method": method, "sslvision": round(ours, 1), "reference": round(theirs, 1)}
-            row["ratio"] = round(ours / theirs, 3)
+            row |= {"ratio": round(ratio, 3), "round_ratios": [round(a / b, 3) for a, b in pairs]}
             rows.append(row)
-            ratio = f"{ours / theirs:5.2f}x"
+            rounds = ", ".join(f"{r:.2f}" for r in row["round_ratios"])
             print(
-                f"  {method:>8}: sslvision {ours:7.1f}  reference {theirs:7.1f}  {ratio}",
+                f"  {method:>8}: sslvision {ours:7.1f}  reference {theirs:7.1f}  "
+                f"{ratio:5.2f}x (rounds: {rounds})",
                 flush=True,
             )
     if args.json:
